@@ -1,0 +1,38 @@
+"""The dashboard's navigation. An entry appears once its page exists and the user's role may see it."""
+
+from django.urls import NoReverseMatch, reverse
+
+from .roles import has_role
+
+ENTRIES = (
+    ("Overview", "home", "viewer"),
+    ("Lists", "lists:list_index", "viewer"),
+    ("Subscribers", "lists:subscriber_index", "viewer"),
+    ("Sequences", "campaigns:sequence_index", "viewer"),
+    ("Broadcasts", "campaigns:broadcast_index", "viewer"),
+    ("Templates", "campaigns:template_index", "viewer"),
+    ("Sending", "campaigns:backend_index", "admin"),
+    ("Outbox", "outbox", "viewer"),
+    ("Settings", "settings", "admin"),
+)
+
+
+def _resolve(name):
+    try:
+        return reverse(name)
+    except NoReverseMatch:
+        return None
+
+
+def navigation(request):
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav": []}
+    path = request.path
+    nav = []
+    for label, name, role in ENTRIES:
+        url = _resolve(name)
+        if url and has_role(user, role):
+            active = path == url if url == "/" else path.startswith(url)
+            nav.append({"label": label, "url": url, "active": active})
+    return {"nav": nav}

@@ -1,0 +1,349 @@
+"""
+Autoresponder settings, read top to bottom, driven by the environment.
+
+With nothing set, a fresh checkout runs on embedded defaults (a SQLite database
+and a filesystem Celery broker in DATA_DIR, mail captured in a local outbox) in
+development mode. Set DEBUG=0 (or leave DEBUG unset and set SITE_URL to an
+https address) for production, where SECRET_KEY, SITE_URL and ALLOWED_HOSTS are
+required. Every secret can be given as <NAME>_FILE, a path to read it from.
+
+A missing or malformed variable stops the process with one line naming it.
+"""
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.FileAwareEnv()
+
+
+def fail(message):
+    """Stop with one readable line instead of a traceback."""
+    sys.stderr.write(f"Configuration error: {message}\n")
+    sys.exit(2)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name, default):
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    fail(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off.")
+
+
+def env_int(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        fail(f"{name}={raw!r} is not a whole number.")
+
+
+def env_url(name, default, schemes):
+    """A URL variable whose scheme must be one of `schemes`."""
+    try:
+        raw = env.str(name, default=default)
+    except (ImproperlyConfigured, OSError) as exc:  # unreadable <NAME>_FILE
+        fail(f"{name}: {exc}")
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes:
+        fail(f"{name}={raw!r} must start with one of: " + ", ".join(f"{s}://" for s in schemes))
+    return raw
+
+
+# --- Mode ---------------------------------------------------------------------
+
+DATA_DIR = Path(os.environ.get("DATA_DIR") or BASE_DIR / "data").resolve()
+DEBUG = env_bool("DEBUG", default=False)
+PRODUCTION = not DEBUG
+TESTING = "pytest" in sys.modules
+
+# --- Secrets and public address ------------------------------------------------
+
+
+def _development_secret_key():
+    """A random key kept in DATA_DIR so sessions survive restarts in development."""
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+try:
+    SECRET_KEY = env.str("SECRET_KEY", default="")
+except (ImproperlyConfigured, OSError) as exc:
+    fail(f"SECRET_KEY: {exc}")
+if not SECRET_KEY:
+    if PRODUCTION:
+        fail("SECRET_KEY is not set. Set it (or SECRET_KEY_FILE) to a long random string, "
+             "e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(50))'")
+    SECRET_KEY = _development_secret_key()
+elif len(SECRET_KEY) < 32:
+    fail("SECRET_KEY is too short; use at least 32 random characters.")
+
+if PRODUCTION and not os.environ.get("SITE_URL"):
+    fail("SITE_URL is not set. Set it to the public base address of this app, e.g. https://mail.example.com")
+SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
+SITE_HOST = urlsplit(SITE_URL).hostname or ""
+if not SITE_HOST:
+    fail(f"SITE_URL={SITE_URL!r} has no host name.")
+
+if PRODUCTION and not os.environ.get("ALLOWED_HOSTS"):
+    fail(f"ALLOWED_HOSTS is not set. Set it to the host names this app answers to, e.g. {SITE_HOST}")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", SITE_HOST])
+CSRF_TRUSTED_ORIGINS = [f"{urlsplit(SITE_URL).scheme}://{urlsplit(SITE_URL).netloc}"]
+
+# --- Applications -----------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.postgres",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "anymail",
+    "autoresponder.apps.AutoresponderConfig",
+    "lists",
+    "campaigns",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "autoresponder.middleware.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "autoresponder.urls"
+WSGI_APPLICATION = "autoresponder.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "autoresponder.navigation.navigation",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------
+
+try:
+    DATABASES = {
+        "default": env.db_url(
+            "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'autoresponder.sqlite3'}"
+        )
+    }
+except (ImproperlyConfigured, OSError, ValueError) as exc:
+    fail(f"DATABASE_URL is malformed ({exc}); use postgres://user:password@host:5432/name")
+if not DATABASES["default"].get("ENGINE"):
+    fail("DATABASE_URL has an unknown scheme; use postgres://user:password@host:5432/name")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # Web, worker and scheduler share one file: wait for the write lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (rate limits, worker heartbeat); shared by every process -----------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    env_url("REDIS_URL", REDIS_URL, ("redis", "rediss", "unix"))
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+
+# --- Celery: Postgres is the queue, Celery is the bell -------------------------------
+
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", "filesystem://", ("redis", "rediss", "amqp", "filesystem", "memory")
+)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = DATA_DIR / "broker"
+    for sub in ("queue", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Tasks are bells, not payloads: a lost one is rung again by the next beat.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Periodic system jobs. Each app adds its own entries (see <app>/tasks.py).
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {"task": "autoresponder.heartbeat", "schedule": 30.0},
+}
+
+# --- Outgoing mail --------------------------------------------------------------------
+# EMAIL_URL is the default sending route: outbox:// (captured in DATA_DIR/outbox and
+# shown in the dashboard), smtp:// (plain), smtp+tls:// (STARTTLS), smtps:// (TLS).
+
+EMAIL_URL = env_url("EMAIL_URL", "outbox://", ("outbox", "smtp", "smtp+tls", "smtps", "console"))
+OUTBOX_DIR = DATA_DIR / "outbox"
+_email = urlsplit(EMAIL_URL)
+if _email.scheme == "outbox":
+    EMAIL_BACKEND = "autoresponder.outbox.OutboxBackend"
+elif _email.scheme == "console":
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+else:
+    from urllib.parse import unquote
+
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    if not _email.hostname:
+        fail(f"EMAIL_URL={EMAIL_URL!r} has no host name.")
+    EMAIL_HOST = _email.hostname
+    try:
+        EMAIL_PORT = _email.port or {"smtps": 465, "smtp+tls": 587}.get(_email.scheme, 25)
+    except ValueError:
+        fail(f"EMAIL_URL={EMAIL_URL!r} has a port that is not a number.")
+    EMAIL_HOST_USER = unquote(_email.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_email.password or "")
+    EMAIL_USE_TLS = _email.scheme == "smtp+tls"
+    EMAIL_USE_SSL = _email.scheme == "smtps"
+    EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"Autoresponder <noreply@{SITE_HOST}>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Domain of our own Message-IDs.
+MESSAGE_ID_DOMAIN = os.environ.get("MESSAGE_ID_DOMAIN", SITE_HOST)
+
+ANYMAIL = {
+    "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
+}
+
+# Key for secrets stored in the database (backend credentials, DKIM keys). Derived
+# from SECRET_KEY unless set; changing it makes stored secrets unreadable.
+try:
+    ENCRYPTION_KEY = env.str("ENCRYPTION_KEY", default="") or SECRET_KEY
+except (ImproperlyConfigured, OSError) as exc:
+    fail(f"ENCRYPTION_KEY: {exc}")
+
+# --- Auth, sessions, security ---------------------------------------------------------
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if env_bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if PRODUCTION:
+    _https = SITE_URL.startswith("https://")
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=_https)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=_https)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _https else 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = False
+    # The health endpoint is probed over plain HTTP inside the container network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+
+# --- Internationalisation ----------------------------------------------------------------
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+try:
+    import zoneinfo
+
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    fail(f"TIME_ZONE={TIME_ZONE!r} is not a known time zone; use a name such as UTC or Europe/Berlin.")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG or TESTING
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+MEDIA_ROOT = DATA_DIR / "media"
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+if WHITENOISE_USE_FINDERS:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns when it is missing
+
+# --- Logging -----------------------------------------------------------------------------------
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

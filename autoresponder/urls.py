@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from . import views
+
+admin.site.site_header = "Autoresponder administration"
+admin.site.site_title = "Autoresponder admin"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("outbox/", views.outbox_index, name="outbox"),
+    path("outbox/<str:name>/", views.outbox_detail, name="outbox_detail"),
+    path("outbox/<str:name>/html/", views.outbox_html, name="outbox_html"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("", include("lists.urls")),
+    path("", include("campaigns.urls")),
+]
+
+handler403 = "autoresponder.views.permission_denied"
