@@ -6,8 +6,13 @@ segments, suppressions and import jobs. This app knows nothing of campaigns.
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
+
+# The accent colour ends up in a stylesheet, so only a plain #rrggbb value is accepted.
+hex_color = RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour such as #2456d6 (# and six hex digits).")
 
 
 class MailingList(models.Model):
@@ -32,10 +37,15 @@ class MailingList(models.Model):
     )
     thank_you_url = models.URLField(blank=True, help_text="Send people here after signup instead.")
     confirmed_message = models.TextField(default="You're subscribed. Welcome aboard!")
+    consent_text = models.TextField(
+        default="I agree to receive email from this list. I can unsubscribe at any time with the link in every mail.",
+        blank=True,
+        help_text="Shown next to the signup button and stored with each signup as the consent record.",
+    )
     # Custom form fields mapped to subscriber attributes:
     # [{"name": "company", "label": "Company", "required": false}, …]
     form_fields = models.JSONField(default=list, blank=True)
-    accent_color = models.CharField(max_length=7, default="#2456d6")
+    accent_color = models.CharField(max_length=7, default="#2456d6", validators=[hex_color])
     time_zone = models.CharField(max_length=64, blank=True, help_text="Default for subscribers without one.")
     is_archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -106,6 +116,9 @@ class Subscription(models.Model):
     confirm_ip = models.GenericIPAddressField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     unsubscribe_reason = models.CharField(max_length=200, blank=True)
+    unsubscribe_ip = models.GenericIPAddressField(null=True, blank=True)
+    # Set by the confirmation task when it claims a send, so a task delivered twice mails once.
+    confirmation_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -114,6 +127,12 @@ class Subscription(models.Model):
         indexes = [
             # Fan-out of broadcasts and sequence enrollment read the confirmed members of a list.
             models.Index(fields=["mailing_list", "status"], name="subscription_list_status"),
+            # "Signups today / this week" on the overview (lists.overview).
+            models.Index(fields=["created_at"], name="subscription_created"),
+            # "Unsubscribes today / this week" on the overview; most rows never unsubscribe.
+            models.Index(
+                fields=["unsubscribed_at"], name="subscription_unsubscribed", condition=Q(unsubscribed_at__isnull=False)
+            ),
         ]
 
     def __str__(self):
@@ -154,6 +173,25 @@ class Suppression(models.Model):
     def save(self, *args, **kwargs):
         self.email = self.email.strip().lower()
         super().save(*args, **kwargs)
+
+
+class ErasedAddress(models.Model):
+    """An address erased at its owner's request (GDPR), kept only as a keyed hash.
+
+    The hash lets an import or API call recognise the address and refuse to add it
+    back without fresh consent, while the address itself is gone: it cannot be
+    recovered from the digest without SECRET_KEY and a guess (see lists.services).
+    """
+
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "erased address"
+
+    def __str__(self):
+        return f"Erased address {self.digest[:12]}…"
 
 
 class Segment(models.Model):
