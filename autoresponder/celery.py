@@ -16,7 +16,7 @@ HEARTBEAT_KEY = "autoresponder:heartbeat"
 
 @app.task(name="autoresponder.heartbeat", ignore_result=True)
 def heartbeat():
-    """Rung by beat every 30 s; the dashboard shows whether worker and scheduler run."""
+    """Rung by beat every 15 s; the dashboard shows whether worker and scheduler run."""
     from django.core.cache import cache
 
     cache.set(HEARTBEAT_KEY, time.time(), timeout=24 * 3600)
