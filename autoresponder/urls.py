@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("outbox/<str:name>/", views.outbox_detail, name="outbox_detail"),
     path("outbox/<str:name>/html/", views.outbox_html, name="outbox_html"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
     path("admin/", admin.site.urls),
     path("", include("lists.urls")),
     path("", include("campaigns.urls")),

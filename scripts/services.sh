@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure Postgres and Redis answer on loopback for the tests: starts them when
-# installed but stopped, installs them with apt-get when missing (as root).
+# Makes sure Postgres and Redis answer on loopback for the tests (starting them when
+# installed but stopped, installing them with apt-get when missing, as root) and that
+# Debian's Chromium is there for the browser tests.
 set -euo pipefail
 
 say() { echo "services: $*"; }
@@ -48,6 +49,14 @@ ensure_redis() {
   redis_up || { say "Redis did not start; see /var/log/redis/ci.log"; exit 1; }
 }
 
+# Browser tests drive Debian's Chromium through Playwright's executable_path.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return
+  say "installing Debian's chromium for the browser tests"
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
-say "PostgreSQL and Redis answer on 127.0.0.1"
+ensure_chromium
+say "PostgreSQL and Redis answer on 127.0.0.1; Chromium is at /usr/bin/chromium"

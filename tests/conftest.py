@@ -95,3 +95,6 @@ def smtp_server():
     server = SMTPServer().start()
     yield server
     server.stop()
+
+
+from tests.browser import browser, page  # noqa: E402,F401  (fixtures for browser tests)
