@@ -1,0 +1,452 @@
+"""
+Marketer templates: validate when saved, compile once per batch, render per message.
+
+Templates are written by marketers, so they are rendered only with
+python-liquid, in a sandbox: no file system (`include`/`render` are removed),
+no Python attributes (Liquid only reads dict keys), and limits on loops,
+output size, local variables and time. Everything that does not depend on the
+subscriber — Markdown, the layout, CSS inlining, the plain-text version — is
+done once in `prepare`; `Prepared.render` only runs Liquid and rewrites links.
+
+The context passed to `render` holds plain dicts and strings: `subscriber`,
+`list`, `sender`, `unsubscribe_url`, `preferences_url`, `view_in_browser_url`.
+"""
+
+import html as html_lib
+import re
+import time
+from dataclasses import dataclass
+
+import css_inline
+import markdown
+from liquid import Environment
+from liquid.context import RenderContext
+from liquid.exceptions import (
+    LiquidError,
+    LoopIterationLimitError,
+    OutputStreamLimitError,
+    ResourceLimitError,
+)
+from liquid.output import LimitedStringIO
+
+from . import textify
+from .shield import Shield, ShieldError, hide_in_html
+
+# Limits for one render of one part. A typical message renders in well under a
+# millisecond; these only stop a template that would loop or grow without end.
+RENDER_TIME_LIMIT = 0.5  # seconds
+LOOP_LIMIT = 10_000  # iterations, nested loops multiplied
+OUTPUT_LIMIT = 2_000_000  # bytes of output
+NAMESPACE_LIMIT = 1_000_000  # bytes held by {% assign %} / {% capture %}
+SUBJECT_LIMIT = 998  # a subject longer than a header line is not a subject
+
+BODY_FORMATS = ("html", "markdown", "text")
+_URL_OUTPUT = re.compile(r"\{\{-?\s*\w*url\s*-?\}\}")
+_CONTENT_SLOT = re.compile(r"\{\{-?\s*content\s*-?\}\}")
+_HREF = re.compile(r"""(<a\s[^>]*?\bhref\s*=\s*)(?:"(https?://[^"]*)"|'(https?://[^']*)')""", re.I)
+_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+", re.I)
+_TRAILING_PUNCTUATION = ".,;:!?"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_BODY_END = re.compile(r"</body\s*>", re.I)
+_BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_TRAILING_SPACES = re.compile(r"[ \t]+\n")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be saved or rendered, with a message for its author."""
+
+    def __init__(self, message, *, line=None, part=None):
+        self.line = line
+        self.part = part
+        self.message = f"Line {line}: {message}" if line else message
+        super().__init__(self.message)
+
+
+class _SandboxEnvironment(Environment):
+    loop_iteration_limit = LOOP_LIMIT
+    output_stream_limit = OUTPUT_LIMIT
+    local_namespace_limit = NAMESPACE_LIMIT
+    context_depth_limit = 10
+
+    def setup_tags_and_filters(self, *, extra=False):
+        super().setup_tags_and_filters(extra=extra)
+        # Templates and layouts arrive as strings; nothing is read from a loader.
+        for name in ("include", "render"):
+            self.tags.pop(name, None)
+
+
+class _TextEnvironment(_SandboxEnvironment):
+    def setup_tags_and_filters(self, *, extra=False):
+        super().setup_tags_and_filters(extra=extra)
+        # The text part is derived from the HTML template, so HTML-only filters
+        # must leave plain text alone: `{{ address | newline_to_br }}` keeps its newlines.
+        for name in ("newline_to_br", "escape", "escape_once"):
+            self.filters[name] = _unchanged
+
+
+def _unchanged(value, *_args):
+    return "" if value is None else str(value)
+
+
+# HTML escapes every value it prints; subjects and text parts print them as they are.
+HTML_ENV = _SandboxEnvironment(autoescape=True)
+TEXT_ENV = _TextEnvironment(autoescape=False)
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
+class _DeadlineContext(RenderContext):
+    """A render context that also stops when a render runs out of time."""
+
+    __slots__ = ("deadline",)
+
+    def raise_for_loop_limit(self, length=1):
+        super().raise_for_loop_limit(length)
+        _check_deadline(self.deadline)
+
+
+class _DeadlineBuffer(LimitedStringIO):
+    def __init__(self, deadline):
+        super().__init__(limit=OUTPUT_LIMIT)
+        self.deadline = deadline
+
+    def write(self, text):
+        _check_deadline(self.deadline)
+        return super().write(text)
+
+
+class _RenderTimeout(ResourceLimitError):
+    pass
+
+
+def _check_deadline(deadline):
+    if time.monotonic() > deadline:
+        raise _RenderTimeout("render time limit reached", token=None)
+
+
+_LIMIT_MESSAGES = {
+    LoopIterationLimitError: f"A loop ran more than {LOOP_LIMIT:,} times.",
+    OutputStreamLimitError: f"The message grew past {OUTPUT_LIMIT // 1_000_000} MB.",
+    _RenderTimeout: f"The template took longer than {RENDER_TIME_LIMIT} seconds to render.",
+}
+
+
+def _render(template, data, part):
+    deadline = time.monotonic() + RENDER_TIME_LIMIT
+    context = _DeadlineContext(template, globals=template.make_globals(data))
+    context.deadline = deadline
+    buffer = _DeadlineBuffer(deadline)
+    try:
+        template.render_with_context(context, buffer)
+    except LiquidError as exc:
+        message = _LIMIT_MESSAGES.get(type(exc), "The template is too demanding to render.")
+        if not isinstance(exc, ResourceLimitError):
+            message = str(exc.message)
+        raise TemplateError(message, line=_line_of(exc), part=part) from exc
+    return buffer.getvalue()
+
+
+# -- validation --------------------------------------------------------------------
+
+
+def _line_of(exc):
+    context = exc.context() if isinstance(exc, LiquidError) else None
+    return context[0] if context else None
+
+
+def _parse(source, env, part):
+    try:
+        template = env.from_string(source)
+    except LiquidError as exc:
+        raise TemplateError(_plain(exc), line=_line_of(exc), part=part) from exc
+    unknown = sorted(set(template.filter_names()) - set(env.filters))
+    if unknown:
+        raise TemplateError(f"unknown filter '{unknown[0]}'", line=_filter_line(source, unknown[0]), part=part)
+    return template
+
+
+def _plain(exc):
+    message = str(exc.message)
+    if message.startswith("unexpected tag '") or message.startswith("unknown tag '"):
+        name = message.split("'")[1]
+        if name in ("include", "render"):
+            return f"the '{name}' tag is not available; paste the content into the template"
+    return message
+
+
+def _filter_line(source, name):
+    match = re.search(r"\|\s*" + re.escape(name) + r"\b", source)
+    return source.count("\n", 0, match.start()) + 1 if match else None
+
+
+def validate(source, *, layout=False, part=None):
+    """
+    Raise TemplateError if `source` is not a template we can render.
+
+    With `layout=True`, also require exactly one `{{ content }}` slot for the body.
+    """
+    _parse(source, HTML_ENV, part or ("layout" if layout else "body"))
+    if layout:
+        slots = len(_CONTENT_SLOT.findall(source))
+        if slots != 1:
+            problem = "has no" if slots == 0 else "has more than one"
+            raise TemplateError(
+                f"The layout {problem} {{{{ content }}}} slot; put exactly one where the message body goes.",
+                part=part or "layout",
+            )
+
+
+# -- compiling once ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+def prepare(*, subject, body, body_format="html", text_body="", layout=None, inline_css=True):
+    """
+    Compile one template for a batch: Liquid parsed, Markdown converted, layout
+    applied, CSS inlined and the text version derived, all once.
+
+    Raises TemplateError (with `.part` set to "subject", "body", "text_body" or
+    "layout") when any part does not validate.
+    """
+    if body_format not in BODY_FORMATS:
+        raise TemplateError(f"Unknown body format {body_format!r}; use one of {', '.join(BODY_FORMATS)}.")
+    subject_template = _parse(subject, TEXT_ENV, "subject")
+    validate(body, part="body")
+    if layout is not None:
+        validate(layout, layout=True)
+    source = _wrap(_to_html(body, body_format), layout)
+    html_source, text_source, warnings = _process(source, inline_css)
+    html_template = _parse(html_source, HTML_ENV, "layout" if layout else "body")
+    text_template = None
+    if text_body.strip():
+        text_template = _parse(text_body, TEXT_ENV, "text_body")
+    elif text_source is not None:
+        text_template = _parse_or_none(text_source)
+    return Prepared(subject_template, html_template, text_template, html_source, tuple(warnings))
+
+
+def _to_html(body, body_format):
+    if body_format == "html":
+        return body
+    shield = Shield()
+    hidden = shield.hide_words(body)
+    if body_format == "markdown":
+        converted = markdown.markdown(hidden, extensions=["extra", "sane_lists"])
+    else:
+        converted = _text_to_html(hidden, shield)
+    try:
+        return shield.restore(converted)
+    except ShieldError as exc:
+        raise TemplateError(
+            "The Markdown conversion lost a Liquid tag; keep Liquid tags out of link "
+            "definitions and HTML comments.", part="body") from exc
+
+
+def _text_to_html(text, shield):
+    """Plain-text bodies: paragraphs on blank lines, bare URLs (and `{{ …_url }}`) as links."""
+    words = re.compile(rf"https?://[^\s<>\"']+|{shield.nonce}\d+x")
+
+    def link(match):
+        word = match.group()
+        if word.startswith(shield.nonce) and not _URL_OUTPUT.fullmatch(shield.original(word)):
+            return word
+        return f'<a href="{word}">{word}</a>'
+
+    paragraphs = []
+    for block in re.split(r"\n[ \t]*\n", text.strip()):
+        escaped = words.sub(link, html_lib.escape(block, quote=False))
+        paragraphs.append("<p>" + escaped.replace("\n", "<br>\n") + "</p>")
+    return "\n".join(paragraphs)
+
+
+def _wrap(body_html, layout):
+    if layout is None:
+        return body_html
+    return _CONTENT_SLOT.sub(lambda _m: body_html, layout, count=1)
+
+
+def _process(source, inline_css):
+    """Return (html template, text template or None, warnings) for the combined source."""
+    warnings = []
+    shield = Shield()
+    try:
+        hidden = hide_in_html(source, shield)
+    except ShieldError:
+        return source, None, ["Liquid inside an element name: the CSS was left as written."]
+    html_source = source
+    if inline_css:
+        try:
+            inlined = _drop_implied_tbody(_INLINER.inline(hidden), source)
+            html_source = shield.restore(inlined)
+            hidden = inlined
+        except (ShieldError, css_inline.InlineError, ValueError):
+            warnings.append(
+                "The CSS could not be inlined around the Liquid tags, so it stays in the "
+                "<style> block; most mail apps still show it.")
+    text = textify.html_to_text(hidden, keep_comment=shield.is_placeholder)
+    try:
+        return html_source, shield.restore(text), warnings
+    except ShieldError:
+        return html_source, None, warnings
+
+
+def _drop_implied_tbody(inlined, source):
+    """
+    The HTML parser adds `<tbody>` to every table; with a `{% for %}` between
+    `<table>` and `<tr>` it would open one per row. The author wrote none, and
+    HTML does not need them, so they go.
+    """
+    if "<tbody" in source.lower() or inlined.count("<tbody>") != inlined.count("<tbody"):
+        return inlined
+    return inlined.replace("<tbody>", "").replace("</tbody>", "")
+
+
+def _parse_or_none(text_source):
+    try:
+        return _parse(text_source, TEXT_ENV, "text")
+    except TemplateError:
+        # The HTML's Liquid tags do not survive as text (an {% if %} inside an
+        # attribute): each message's text is then derived from its own HTML.
+        return None
+
+
+# -- rendering per message -----------------------------------------------------------
+
+
+class Prepared:
+    """A compiled template; `render` is the only per-message work."""
+
+    def __init__(self, subject, html, text, html_source, warnings):
+        self._subject = subject
+        self._html = html
+        self._text = text
+        self.html_source = html_source  # after layout and CSS inlining, for previews
+        self.warnings = warnings
+        self._unescaped = {}  # href as written in the HTML → the URL it means
+
+    def render(self, context, *, rewrite_url=None, open_pixel_url=None):
+        """
+        Render one message for `context` (plain dicts and strings).
+
+        `rewrite_url(url) -> str` is called once per distinct http(s) link in the
+        message, except the unsubscribe and preferences links; it returns the
+        tracked URL (it may differ per message). Raises TemplateError when the
+        template breaks a limit or a filter fails on this subscriber's data.
+        """
+        subject = _one_line(_render(self._subject, context, "subject"))
+        html = _render(self._html, context, "body")
+        text = _render(self._text, context, "text") if self._text is not None else None
+        if text is not None:
+            text = _tidy_text(text)
+        if rewrite_url is not None:
+            links = _Links(rewrite_url, context, self._unescaped)
+            html = _HREF.sub(links.replace_href, html)
+            text = _TEXT_URL.sub(links.replace_text, text) if text is not None else None
+        if text is None:
+            text = textify.html_to_text(html)
+        if open_pixel_url:
+            html = _add_pixel(html, open_pixel_url)
+        return Rendered(subject, html, text)
+
+
+class _Links:
+    """Rewrites the links of one message, calling `rewrite_url` once per URL."""
+
+    def __init__(self, rewrite_url, context, unescaped):
+        self.rewrite_url = rewrite_url
+        self.skipped = {context.get("unsubscribe_url"), context.get("preferences_url")}
+        self.unescaped = unescaped
+        self.done = {}
+
+    def rewrite(self, url):
+        if url in self.skipped:
+            return url
+        if url not in self.done:
+            self.done[url] = self.rewrite_url(url)
+        return self.done[url]
+
+    def replace_href(self, match):
+        written = match.group(2) if match.group(2) is not None else match.group(3)
+        url = self.unescaped.get(written)
+        if url is None:
+            url = self.unescaped[written] = html_lib.unescape(written)
+        quote = '"' if match.group(2) is not None else "'"
+        new = self.rewrite(url)
+        if new == url:
+            return match.group()
+        return f"{match.group(1)}{quote}{html_lib.escape(new)}{quote}"
+
+    def replace_text(self, match):
+        url = match.group()
+        stripped = url.rstrip(_TRAILING_PUNCTUATION)
+        return self.rewrite(stripped) + url[len(stripped):]
+
+
+def _tidy_text(text):
+    # Liquid tags on lines of their own leave blank lines behind.
+    return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACES.sub("\n", text)).strip() + "\n"
+
+
+def _one_line(subject):
+    subject = " ".join(_CONTROL.sub(" ", subject).split())
+    return subject[:SUBJECT_LIMIT]
+
+
+def _add_pixel(html, url):
+    pixel = f'<img src="{html_lib.escape(url)}" width="1" height="1" alt="" border="0">'
+    ends = list(_BODY_END.finditer(html))
+    if not ends:
+        return html + pixel
+    at = ends[-1].start()
+    return html[:at] + pixel + html[at:]
+
+
+# -- compliance ------------------------------------------------------------------
+
+
+_TAGS = re.compile(r"<[^>]*>")
+_BREAKS = re.compile(r"<br\s*/?>|</p>|</div>|</td>|</tr>", re.I)
+
+
+def _visible_text(html):
+    text = _TAGS.sub(" ", _BREAKS.sub(" ", _strip_head(html)))
+    return " ".join(html_lib.unescape(text).split())
+
+
+def _strip_head(html):
+    return re.sub(r"<(head|style|script)\b.*?</\1\s*>", " ", html, flags=re.I | re.S)
+
+
+def _has_link_to(html, url):
+    for match in re.finditer(r"<a\s[^>]*?\bhref\s*=\s*(?:\"([^\"]*)\"|'([^']*)')[^>]*>(.*?)</a\s*>", html, re.I | re.S):
+        href = html_lib.unescape(match.group(1) if match.group(1) is not None else match.group(2))
+        if href == url and _visible_text(match.group(3)):
+            return True
+    return False
+
+
+def check_compliance(html, text, *, unsubscribe_url, postal_address):
+    """
+    Return the problems that forbid sending a rendered message (an empty list
+    when it may go out): a visible unsubscribe link and the sender's postal
+    address in both parts.
+    """
+    problems = []
+    if not _has_link_to(html, unsubscribe_url):
+        problems.append("The message has no visible unsubscribe link. Add {{ unsubscribe_url }} as a link.")
+    if unsubscribe_url not in text:
+        problems.append("The plain-text part has no unsubscribe link.")
+    address = " ".join(postal_address.split())
+    if not address:
+        problems.append("The sender has no postal address. Add one in the sender's settings.")
+    else:
+        if address not in _visible_text(html):
+            problems.append("The sender's postal address is missing. Add {{ sender.postal_address }} to the footer.")
+        if address not in " ".join(text.split()):
+            problems.append("The plain-text part is missing the sender's postal address.")
+    return problems

@@ -1,0 +1,116 @@
+import base64
+
+import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from campaigns import tokens
+from campaigns.tokens import BadToken
+
+
+def test_sign_and_unsign_round_trip_the_integers():
+    token = tokens.sign("click", 123456789, 42)
+    assert tokens.unsign("click", token) == (123456789, 42)
+
+
+def test_a_token_for_a_billionth_message_and_a_link_is_32_characters_and_url_safe():
+    # 5 bytes of message id, 3 of link id and 16 of signature: 24 bytes, 32 characters.
+    token = tokens.sign("click", 10**9, 65535)
+    assert len(token) == 32
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_the_same_values_give_the_same_token_so_a_replay_is_accepted():
+    token = tokens.sign("unsubscribe", 7)
+    assert tokens.sign("unsubscribe", 7) == token
+    assert tokens.unsign("unsubscribe", token) == (7,)
+    assert tokens.unsign("unsubscribe", token) == (7,)
+
+
+def test_a_token_for_one_purpose_is_refused_for_another():
+    token = tokens.sign("open", 99)
+    with pytest.raises(BadToken):
+        tokens.unsign("click", token)
+
+
+def test_a_token_signed_with_another_secret_key_is_refused(settings):
+    token = tokens.sign("open", 99)
+    settings.SECRET_KEY = "another-secret-key-of-more-than-32-characters-x"
+    with pytest.raises(BadToken):
+        tokens.unsign("open", token)
+
+
+def test_changing_any_character_is_detected():
+    token = tokens.sign("click", 5001, 17)
+    for i in range(len(token)):
+        replacement = "A" if token[i] != "A" else "B"
+        tampered = token[:i] + replacement + token[i + 1:]
+        with pytest.raises(BadToken):
+            tokens.unsign("click", tampered)
+
+
+def test_a_payload_swapped_under_the_same_signature_is_refused():
+    # given two real tokens
+    raw_a = base64.urlsafe_b64decode(tokens.sign("click", 1, 2) + "==")
+    raw_b = base64.urlsafe_b64decode(tokens.sign("click", 3, 4) + "==")
+    # when the payload of one is glued to the signature of the other
+    forged = base64.urlsafe_b64encode(raw_b[:-16] + raw_a[-16:]).rstrip(b"=").decode()
+    # then
+    with pytest.raises(BadToken):
+        tokens.unsign("click", forged)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 10])
+def test_a_truncated_token_is_refused(cut):
+    token = tokens.sign("click", 123456, 789)
+    with pytest.raises(BadToken):
+        tokens.unsign("click", token[:-cut])
+
+
+@pytest.mark.parametrize("garbage", ["", "!!!", "a b", "é", "A" * 500, "abc=", "A", "x" * 21 + "\n"])
+def test_garbage_is_refused_with_bad_token(garbage):
+    with pytest.raises(BadToken):
+        tokens.unsign("click", garbage)
+
+
+def test_a_token_with_padding_added_is_refused():
+    token = tokens.sign("click", 1)
+    with pytest.raises(BadToken):
+        tokens.unsign("click", token + "=")
+
+
+def test_negative_or_non_integer_values_cannot_be_signed():
+    with pytest.raises(ValueError):
+        tokens.sign("click", -1)
+    with pytest.raises(ValueError):
+        tokens.sign("click", "12")
+    with pytest.raises(ValueError):
+        tokens.sign("click", True)
+
+
+def test_no_values_is_a_valid_token():
+    assert tokens.unsign("open", tokens.sign("open")) == ()
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.integers(min_value=0, max_value=2**63), max_size=5))
+def test_any_non_negative_integers_round_trip(values):
+    assert tokens.unsign("click", tokens.sign("click", *values)) == tuple(values)
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(token=st.text(max_size=80))
+def test_arbitrary_text_never_raises_anything_but_bad_token(token):
+    try:
+        tokens.unsign("click", token)
+    except BadToken:
+        pass
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=40))
+def test_arbitrary_base64_never_raises_anything_but_bad_token(raw):
+    token = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    try:
+        tokens.unsign("click", token)
+    except BadToken:
+        pass
