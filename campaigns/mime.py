@@ -227,4 +227,8 @@ def encode_body(content):
     if content.isascii() and not _LONG_LINE.search(content):
         return "7bit", content.replace("\n", "\r\n")
     data = content.replace("\n", "\r\n").encode("utf-8")
-    return "quoted-printable", binascii.b2a_qp(data, istext=True).decode("ascii")
+    encoded = binascii.b2a_qp(data, istext=True)
+    if b"\r\n" not in data:
+        # b2a_qp copies the data's line ending into its soft breaks; with none, it picks LF.
+        encoded = encoded.replace(b"\n", b"\r\n")
+    return "quoted-printable", encoded.decode("ascii")
