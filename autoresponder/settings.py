@@ -229,6 +229,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Periodic system jobs. Each app adds its own entries (see <app>/tasks.py).
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "autoresponder.heartbeat", "schedule": 15.0},
+    # Starts due broadcasts, reaps expired leases, rings send tasks (campaigns/sending.py).
+    "campaigns-kick": {"task": "campaigns.kick", "schedule": float(env_int("SEND_KICK_SECONDS", 5))},
 }
 
 # --- Outgoing mail --------------------------------------------------------------------
@@ -262,6 +264,19 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"Autoresponder <norep
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Domain of our own Message-IDs.
 MESSAGE_ID_DOMAIN = os.environ.get("MESSAGE_ID_DOMAIN", SITE_HOST)
+# Adds <mailto:ADDRESS?subject=unsubscribe> to List-Unsubscribe, for a mailbox you process.
+UNSUBSCRIBE_MAILTO = os.environ.get("UNSUBSCRIBE_MAILTO", "")
+
+# Sending engine knobs (campaigns/sending.py). A batch is claimed with a lease and
+# sent over one connection; ~100 rows kept the prototype's workers busy without
+# holding many rows per worker. CONCURRENCY is how many send tasks one broadcast
+# runs at once (match your worker processes); a task sends for SLICE seconds, then
+# rings itself again so other work gets a turn.
+SEND_BATCH_SIZE = env_int("SEND_BATCH_SIZE", 100)
+SEND_CONCURRENCY = env_int("SEND_CONCURRENCY", 4)
+SEND_LEASE_SECONDS = env_int("SEND_LEASE_SECONDS", 300)
+SEND_SLICE_SECONDS = env_int("SEND_SLICE_SECONDS", 30)
+SEND_SLOT_TTL = env_int("SEND_SLOT_TTL", 60)
 
 ANYMAIL = {
     "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),

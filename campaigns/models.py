@@ -1,3 +1,370 @@
-"""Sending: backends, templates, broadcasts, sequences, the message ledger."""
+"""
+What is sent and how: backends (sending routes), sender identities, layouts and
+templates, broadcasts, and the message ledger with the tracked links.
 
-from django.db import models  # noqa: F401
+The ledger (`Message`) is the queue: one row per intended email, claimed in
+batches by the workers (see campaigns/ledger.py). Celery only rings the bell.
+"""
+
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from lists.models import MailingList, Segment, Subscriber
+
+from .fields import EncryptedTextField
+
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_retry_schedule(text):
+    """'1m 5m 15m 30m 1h' -> [60, 300, 900, 1800, 3600]; the last delay repeats."""
+    delays = []
+    for item in re.split(r"[,\s]+", (text or "").strip()):
+        match = _DURATION.match(item)
+        if not match or int(match.group(1)) == 0:
+            raise ValidationError(
+                f"{item!r} is not a delay. Write delays such as 1m 5m 15m 30m 1h (s, m, h or d).",
+                code="retry_schedule",
+            )
+        delays.append(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return delays
+
+
+def validate_retry_schedule(text):
+    parse_retry_schedule(text)
+
+
+class Backend(models.Model):
+    """A sending route: an SMTP server, an ESP through django-anymail, or the local outbox."""
+
+    SMTP, OUTBOX = "smtp", "outbox"
+    AMAZON_SES, MANDRILL, SENDGRID, POSTMARK, MAILGUN, BREVO = (
+        "amazon_ses", "mandrill", "sendgrid", "postmark", "mailgun", "brevo",
+    )
+    KIND_CHOICES = [
+        (SMTP, "SMTP server"),
+        (AMAZON_SES, "Amazon SES"),
+        (MANDRILL, "Mandrill (Mailchimp Transactional)"),
+        (SENDGRID, "SendGrid"),
+        (POSTMARK, "Postmark"),
+        (MAILGUN, "Mailgun"),
+        (BREVO, "Brevo"),
+        (OUTBOX, "Local outbox (nothing leaves this machine)"),
+    ]
+    ESP_KINDS = (AMAZON_SES, MANDRILL, SENDGRID, POSTMARK, MAILGUN, BREVO)
+    NONE, STARTTLS, TLS = "none", "starttls", "tls"
+    SECURITY_CHOICES = [(NONE, "None (plain)"), (STARTTLS, "STARTTLS"), (TLS, "Implicit TLS (SMTPS)")]
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=12, choices=KIND_CHOICES, default=SMTP)
+    is_active = models.BooleanField(default=True)
+    priority = models.PositiveSmallIntegerField(
+        default=100, help_text="Lower goes first. A backend that cannot be reached hands its messages to the next."
+    )
+    # SMTP
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: 25, 587 with STARTTLS, 465 with TLS.")
+    security = models.CharField(max_length=10, choices=SECURITY_CHOICES, default=STARTTLS)
+    username = models.CharField(max_length=255, blank=True)
+    password = EncryptedTextField(blank=True)
+    # ESPs: the API key (SES: access key id), a secret (SES: secret access key) and
+    # options such as {"region": "eu-west-1"}, {"sender_domain": "mg.example.com"} or
+    # {"api_url": "…"}.
+    api_key = EncryptedTextField(blank=True)
+    api_secret = EncryptedTextField(blank=True)
+    esp_options = models.JSONField(default=dict, blank=True)
+    # DKIM signing on the SMTP path (ESPs sign themselves).
+    dkim_domain = models.CharField(max_length=255, blank=True)
+    dkim_selector = models.CharField(max_length=63, blank=True)
+    dkim_private_key = EncryptedTextField(blank=True)
+    # Limits that hold across every worker (campaigns/ratelimit.py).
+    rate_per_second = models.FloatField(default=0, help_text="Messages per second; 0 means no limit.")
+    window_limit = models.PositiveIntegerField(
+        default=0, help_text="At most this many messages per window (e.g. an ESP's daily quota); 0 means none."
+    )
+    window_seconds = models.PositiveIntegerField(default=86400, help_text="The window length: 86400 is a day.")
+    price_per_thousand = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="What 1,000 messages cost, for estimates."
+    )
+    retry_schedule = models.CharField(
+        max_length=200, default="1m 5m 15m 30m 1h", validators=[validate_retry_schedule],
+        help_text="Waits between attempts after a temporary failure; the last one repeats.",
+    )
+    give_up_after = models.DurationField(
+        default=timedelta(days=2), help_text="A message still failing this long after its first attempt fails for good."
+    )
+    # Set on the backend defined by the EMAIL_URL variable, which is kept in step with it.
+    env_key = models.CharField(max_length=20, blank=True, editable=False)
+    # Health, written by the sending pipeline.
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    down_until = models.DateTimeField(
+        null=True, blank=True, help_text="Unreachable: skipped by the pipeline until then."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["env_key"], condition=~Q(env_key=""), name="backend_env_key_unique"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_esp(self):
+        return self.kind in self.ESP_KINDS
+
+    @property
+    def has_dkim(self):
+        return bool(self.kind == self.SMTP and self.dkim_domain and self.dkim_selector and self.dkim_private_key)
+
+    @property
+    def smtp_port(self):
+        return self.port or {self.TLS: 465, self.STARTTLS: 587}.get(self.security, 25)
+
+    def retry_delays(self):
+        return parse_retry_schedule(self.retry_schedule)
+
+    def clean(self):
+        if self.kind == self.SMTP and not self.host:
+            raise ValidationError({"host": "An SMTP backend needs the server's host name."})
+        if bool(self.dkim_domain) != bool(self.dkim_selector):
+            raise ValidationError({"dkim_selector": "DKIM needs both a domain and a selector."})
+
+
+class SenderIdentity(models.Model):
+    """Who a message is from, set up once and picked per broadcast and per sequence."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="For you, e.g. 'Newsletter'.")
+    from_name = models.CharField(max_length=200)
+    from_email = models.EmailField()
+    reply_to = models.EmailField(blank=True)
+    postal_address = models.TextField(help_text="Printed in every footer, as the law asks of marketing mail.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "sender identities"
+
+    def __str__(self):
+        return f"{self.from_name} <{self.from_email}>"
+
+    def clean(self):
+        for field in ("from_name", "from_email", "reply_to"):
+            if re.search(r"[\r\n]", getattr(self, field) or ""):
+                raise ValidationError({field: "Line breaks are not allowed here."})
+
+
+BODY_FORMAT_CHOICES = [("html", "HTML"), ("markdown", "Markdown"), ("text", "Plain text")]
+
+
+def _validate_liquid(source, field, *, layout=False):
+    from . import rendering
+
+    try:
+        rendering.validate(source, layout=layout)
+    except rendering.TemplateError as exc:
+        raise ValidationError({field: str(exc)}) from exc
+
+
+class Layout(models.Model):
+    """A base template around every message's content (`{{ content }}` marks the slot)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    html = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        _validate_liquid(self.html, "html", layout=True)
+
+
+class Template(models.Model):
+    """Saved content a broadcast (or a sequence step) starts from."""
+
+    name = models.CharField(max_length=100, unique=True)
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    body_format = models.CharField(max_length=10, choices=BODY_FORMAT_CHOICES, default="html")
+    text_body = models.TextField(blank=True, help_text="Empty: generated from the HTML.")
+    layout = models.ForeignKey(Layout, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        _validate_content(self)
+
+
+def _validate_content(obj):
+    _validate_liquid(obj.subject, "subject")
+    _validate_liquid(obj.body, "body")
+    if obj.text_body:
+        _validate_liquid(obj.text_body, "text_body")
+
+
+class Broadcast(models.Model):
+    """A one-off send to lists and/or a segment, now or at a time."""
+
+    DRAFT, SCHEDULED, SENDING, PAUSED, SENT, CANCELLED = "draft", "scheduled", "sending", "paused", "sent", "cancelled"
+    STATUS_CHOICES = [
+        (DRAFT, "Draft"), (SCHEDULED, "Scheduled"), (SENDING, "Sending"),
+        (PAUSED, "Paused"), (SENT, "Sent"), (CANCELLED, "Cancelled"),
+    ]
+
+    name = models.CharField(max_length=200)
+    sender = models.ForeignKey(SenderIdentity, on_delete=models.PROTECT, related_name="broadcasts")
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    body_format = models.CharField(max_length=10, choices=BODY_FORMAT_CHOICES, default="html")
+    text_body = models.TextField(blank=True, help_text="Empty: generated from the HTML.")
+    layout = models.ForeignKey(Layout, on_delete=models.SET_NULL, null=True, blank=True)
+    lists = models.ManyToManyField(MailingList, blank=True, related_name="broadcasts")
+    segment = models.ForeignKey(Segment, on_delete=models.PROTECT, null=True, blank=True, related_name="broadcasts")
+    backend = models.ForeignKey(
+        Backend, on_delete=models.SET_NULL, null=True, blank=True, help_text="Empty: the backends in priority order."
+    )
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=DRAFT)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    in_subscriber_time_zone = models.BooleanField(
+        default=False, help_text="Send at the scheduled wall-clock time in each subscriber's time zone."
+    )
+    track_opens = models.BooleanField(default=True)
+    track_clicks = models.BooleanField(default=True)
+    pause_reason = models.TextField(blank=True)
+    # Progress counters, moved with F() by the pipeline and recounted once when the
+    # broadcast finishes, so the progress view never counts millions of rows.
+    recipients_count = models.PositiveIntegerField(default=0)
+    sent_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    unknown_count = models.PositiveIntegerField(default=0)
+    cancelled_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True, help_text="When the ledger rows were written.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # campaigns.tasks.kick looks for scheduled broadcasts that are due and
+            # for started ones whose ledger is not written yet.
+            models.Index(fields=["status", "scheduled_at"], name="broadcast_status_due"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_editable(self):
+        return self.status in (self.DRAFT, self.SCHEDULED)
+
+    @property
+    def done_count(self):
+        return self.sent_count + self.failed_count + self.skipped_count + self.unknown_count + self.cancelled_count
+
+    @property
+    def pending_count(self):
+        return max(0, self.recipients_count - self.done_count)
+
+    @property
+    def percent(self):
+        if self.status == self.SENT:
+            return 100
+        return int(100 * self.done_count / self.recipients_count) if self.recipients_count else 0
+
+    def clean(self):
+        _validate_content(self)
+
+
+class Message(models.Model):
+    """The ledger: one row per intended email; the unique constraint makes fan-out exactly-once."""
+
+    QUEUED, SENDING, SENT, RETRY, FAILED, UNKNOWN, SKIPPED, CANCELLED = (
+        "queued", "sending", "sent", "retry", "failed", "unknown", "skipped", "cancelled",
+    )
+    STATUS_CHOICES = [
+        (QUEUED, "Queued"), (SENDING, "Sending"), (SENT, "Sent"), (RETRY, "Waiting to retry"),
+        (FAILED, "Failed"), (UNKNOWN, "Unknown (worker stopped mid-send)"), (SKIPPED, "Skipped"),
+        (CANCELLED, "Cancelled"),
+    ]
+    CLAIMABLE = (QUEUED, RETRY)
+    FINAL = (SENT, FAILED, UNKNOWN, SKIPPED, CANCELLED)
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
+    # SET NULL (also in the database, see migration 0002): statistics outlive an erased subscriber.
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    email = models.EmailField(max_length=254, help_text="The address at fan-out time.")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    leased_by = models.CharField(max_length=80, blank=True)
+    backend = models.ForeignKey(Backend, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    message_id = models.CharField(max_length=255, blank=True, help_text="Our Message-ID header.")
+    provider_id = models.CharField(max_length=255, blank=True, help_text="The ESP's id for the message.")
+    last_response = models.TextField(blank=True, help_text="The last SMTP or API answer, or why it was skipped.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # ON CONFLICT target of the broadcast fan-out (campaigns.ledger.fan_out).
+            # Sequence steps get their own partial unique index when they arrive.
+            models.UniqueConstraint(
+                fields=["subscriber", "broadcast"], condition=Q(broadcast__isnull=False),
+                name="message_once_per_broadcast",
+            ),
+        ]
+        indexes = [
+            # The queue: campaigns.ledger.claim() reads due rows of one broadcast in
+            # next_attempt_at order. Final rows (the vast majority) stay out of it.
+            models.Index(
+                fields=["broadcast", "next_attempt_at"], condition=Q(status__in=["queued", "retry"]),
+                name="message_claimable",
+            ),
+            # campaigns.ledger.reap() looks for expired leases.
+            models.Index(fields=["lease_until"], condition=Q(status="sending"), name="message_leased"),
+        ]
+
+    def __str__(self):
+        return f"{self.email} ({self.status})"
+
+
+class Link(models.Model):
+    """A tracked URL, stored once; click redirects resolve only these, never a URL from the request."""
+
+    url = models.TextField()
+    url_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the URL.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.url[:100]

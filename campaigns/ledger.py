@@ -1,0 +1,329 @@
+"""
+The message ledger as a queue: fan-out, claim, record, release, reap.
+
+Every state change here is a set-based statement or one UPDATE per message;
+nothing loops over subscribers in Python. The invariants:
+
+- fan-out inserts one row per (subscriber, broadcast), `ON CONFLICT DO NOTHING`,
+  so running it twice, in two processes, inserts nothing twice;
+- a row is claimed by exactly one batch (`FOR UPDATE SKIP LOCKED` plus a lease
+  token), and only the lease holder may record its outcome;
+- a batch sends its rows one at a time in id order and records each outcome
+  before the next send, so when a worker dies, at most ONE of its leased rows
+  (the lowest id still `sending`) may have reached the server: the reaper marks
+  that one `unknown` and puts the others back in the queue. Nothing is sent
+  twice because a task ran twice or a worker died.
+
+Leases and timestamps use the workers' clocks (Django's timezone.now()); the
+machines of one installation are expected to keep time with NTP, and leases
+are minutes long, so seconds of skew do not matter.
+"""
+
+import logging
+import os
+import socket
+import uuid
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from lists.models import Subscriber, Subscription, Suppression
+
+from .models import Broadcast, Message
+
+log = logging.getLogger(__name__)
+
+PENDING = (Message.QUEUED, Message.RETRY, Message.SENDING)
+COUNTER_OF_STATUS = {
+    Message.SENT: "sent_count",
+    Message.FAILED: "failed_count",
+    Message.SKIPPED: "skipped_count",
+    Message.UNKNOWN: "unknown_count",
+    Message.CANCELLED: "cancelled_count",
+}
+
+
+# --- Fan-out ------------------------------------------------------------------------
+
+
+def audience(broadcast):
+    """The subscribers a broadcast goes to, as one queryset (usable as a subquery).
+
+    Active subscribers with a confirmed subscription on one of the broadcast's
+    lists (on any list when it has none), in its segment when it has one, and
+    not on the suppression list. Each subscriber once, however many lists.
+    """
+    confirmed = Subscription.objects.filter(subscriber_id=OuterRef("pk"), status=Subscription.CONFIRMED)
+    list_ids = list(broadcast.lists.values_list("pk", flat=True))
+    if list_ids:
+        confirmed = confirmed.filter(mailing_list_id__in=list_ids)
+    suppressed = Suppression.objects.filter(email=Lower(OuterRef("email")))
+    people = Subscriber.objects.filter(Exists(confirmed), ~Exists(suppressed), status=Subscriber.ACTIVE)
+    if broadcast.segment_id:
+        from lists.segments import segment_queryset
+
+        people = people.filter(pk__in=segment_queryset(broadcast.segment).values("pk"))
+    return people.order_by()
+
+
+def fan_out(broadcast, *, send_at):
+    """Write the broadcast's ledger rows in one INSERT … SELECT; returns how many were new.
+
+    With `in_subscriber_time_zone`, `send_at`'s wall-clock time is then applied in
+    each subscriber's time zone, one UPDATE per distinct zone, in the same
+    transaction, so no worker sees a row with the wrong time.
+    """
+    people = audience(broadcast).values(audience_id=F("pk"), audience_email=F("email"))
+    select_sql, params = people.query.sql_with_params()
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = (
+        "INSERT INTO campaigns_message (broadcast_id, subscriber_id, email, status, attempts, next_attempt_at,"
+        " leased_by, message_id, provider_id, last_response, created_at, updated_at)"
+        f" SELECT %s, audience.audience_id, audience.audience_email, 'queued', 0, %s, '', '', '', '', %s, %s FROM ({select_sql}) audience"
+        " WHERE true ON CONFLICT (subscriber_id, broadcast_id) WHERE broadcast_id IS NOT NULL DO NOTHING"
+    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [broadcast.pk, adapt(send_at), adapt(now), adapt(now), *params])
+            inserted = cursor.rowcount
+        if broadcast.in_subscriber_time_zone:
+            _apply_local_times(broadcast, send_at)
+        Broadcast.objects.filter(pk=broadcast.pk).update(
+            recipients_count=F("recipients_count") + inserted, fanned_out_at=now
+        )
+    return inserted
+
+
+def _apply_local_times(broadcast, send_at):
+    wall = timezone.localtime(send_at).replace(tzinfo=None)
+    mine = Message.objects.filter(broadcast=broadcast, status=Message.QUEUED)
+    zones = mine.exclude(subscriber__time_zone="").values_list("subscriber__time_zone", flat=True).distinct()
+    for name in list(zones):
+        local = _at_wall(wall, name)
+        if local is not None:  # an unknown zone keeps the default time
+            mine.filter(subscriber__time_zone=name).update(next_attempt_at=local)
+    # Subscribers without a zone get their list's, when it has one.
+    list_zone = broadcast.lists.exclude(time_zone="").order_by("pk").values_list("time_zone", flat=True).first()
+    local = _at_wall(wall, list_zone) if list_zone else None
+    if local is not None:
+        mine.filter(subscriber__time_zone="").update(next_attempt_at=local)
+
+
+def _at_wall(wall, zone_name):
+    import zoneinfo
+
+    try:
+        return wall.replace(tzinfo=zoneinfo.ZoneInfo(zone_name))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+# --- Claim ---------------------------------------------------------------------------
+
+
+def new_lease_token():
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def claim(broadcast, *, limit, lease_seconds, token):
+    """Lease up to `limit` due rows of a sending broadcast; returns the sendable ones.
+
+    In the same transaction, rows whose subscriber meanwhile unsubscribed, was
+    suppressed, blocklisted or erased are marked `skipped` with the reason.
+    Returns (rows to send as dicts in id order, number skipped).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if not Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.SENDING).exists():
+            return [], 0
+        due = (
+            Message.objects.filter(broadcast=broadcast, status__in=Message.CLAIMABLE, next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "id").select_for_update(skip_locked=True).values_list("pk", flat=True)
+        )
+        ids = list(due[:limit])
+        if not ids:
+            return [], 0
+        Message.objects.filter(pk__in=ids).update(
+            status=Message.SENDING, leased_by=token, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
+        )
+        skipped = _skip_unmailable(broadcast, ids, now)
+        rows = list(
+            Message.objects.filter(pk__in=ids, status=Message.SENDING).order_by("pk").values(
+                "pk", "email", "attempts", "first_attempt_at", "subscriber_id", "subscriber__email", "subscriber__name",
+                "subscriber__attributes", "subscriber__time_zone",
+            )
+        )
+    return rows, skipped
+
+
+def _skip_unmailable(broadcast, ids, now):
+    confirmed = Subscription.objects.filter(subscriber_id=OuterRef("subscriber_id"), status=Subscription.CONFIRMED)
+    list_ids = list(broadcast.lists.values_list("pk", flat=True))
+    if list_ids:
+        confirmed = confirmed.filter(mailing_list_id__in=list_ids)
+    suppressed = Suppression.objects.filter(email=Lower(OuterRef("email")))
+    reason = Case(
+        When(subscriber__isnull=True, then=Value("Skipped: the subscriber was deleted.")),
+        When(Exists(suppressed), then=Value("Skipped: the address is on the suppression list.")),
+        When(~Q(subscriber__status=Subscriber.ACTIVE), then=Value("Skipped: the subscriber is blocklisted.")),
+        When(~Exists(confirmed), then=Value("Skipped: the subscriber unsubscribed.")),
+        default=Value(""),
+    )
+    rows = Message.objects.filter(pk__in=ids).annotate(reason=reason).exclude(reason="")
+    skipped = list(rows.values_list("pk", "reason"))
+    by_reason = defaultdict(list)
+    for pk, text in skipped:
+        by_reason[text].append(pk)
+    for text, pks in by_reason.items():
+        Message.objects.filter(pk__in=pks).update(
+            status=Message.SKIPPED, last_response=text, leased_by="", lease_until=None, updated_at=now
+        )
+    return len(skipped)
+
+
+# --- Record, one message at a time ------------------------------------------------------
+
+# One statement per outcome. On Postgres it runs with synchronous_commit off: the
+# commit returns before the WAL reaches the disk. A worker crash loses nothing
+# (Postgres has the write); only a crash of Postgres itself can lose the last
+# fraction of a second of status writes (wal_writer_delay, 200 ms by default).
+# Such a message is still `sending` after the restart and the reaper marks it
+# `unknown`: the window is at most one message per worker connection in flight
+# plus ~200 ms of recorded outcomes, and never turns into a double send.
+_RECORD_SQL = (
+    "UPDATE campaigns_message SET status = %s, attempts = attempts + 1, next_attempt_at = %s,"
+    " first_attempt_at = COALESCE(first_attempt_at, %s), sent_at = %s, backend_id = %s, message_id = %s,"
+    " provider_id = %s, last_response = %s, leased_by = '', lease_until = NULL, updated_at = %s"
+    " WHERE id = %s AND leased_by = %s AND status = 'sending'"
+)
+
+
+def record(row, token, *, status, response, backend_id, message_id, provider_id="", next_attempt_at=None):
+    """Record one message's outcome at once; False if our lease on it was lost."""
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [
+        status, adapt(next_attempt_at or now), adapt(now), adapt(now if status == Message.SENT else None),
+        backend_id, message_id, provider_id, response[:1000], adapt(now), row["pk"], token,
+    ]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL synchronous_commit TO OFF; " + _RECORD_SQL, params)
+            else:
+                cursor.execute(_RECORD_SQL, params)
+            return cursor.rowcount == 1
+
+
+def release(ids, token, *, delay=0, status=None):
+    """Give leased, never-attempted rows back to the queue (or cancel them)."""
+    if not ids:
+        return 0
+    now = timezone.now()
+    back = Case(When(attempts=0, then=Value(Message.QUEUED)), default=Value(Message.RETRY))
+    return Message.objects.filter(pk__in=ids, leased_by=token, status=Message.SENDING).update(
+        status=status or back, next_attempt_at=now + timedelta(seconds=delay), leased_by="", lease_until=None,
+        updated_at=now,
+    )
+
+
+def extend_lease(token, seconds):
+    """Keep our rows; 0 means the reaper took them (the batch must stop)."""
+    return Message.objects.filter(leased_by=token, status=Message.SENDING).update(
+        lease_until=timezone.now() + timedelta(seconds=seconds)
+    )
+
+
+def add_counts(broadcast_id, counts):
+    """Move the broadcast's progress counters by a batch's outcomes ({status: n})."""
+    changes = {COUNTER_OF_STATUS[s]: F(COUNTER_OF_STATUS[s]) + n for s, n in counts.items() if n and s in COUNTER_OF_STATUS}
+    if changes:
+        Broadcast.objects.filter(pk=broadcast_id).update(**changes)
+
+
+# --- Reaper --------------------------------------------------------------------------------
+
+
+def reap(*, now=None, limit=10_000):
+    """Expired leases: the lowest row of each lease becomes `unknown` (it may have been
+    sent when its worker died), the others go back to the queue. Returns
+    (unknown, requeued)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        expired = list(
+            Message.objects.filter(status=Message.SENDING, lease_until__lt=now)
+            .select_for_update(skip_locked=True).values_list("pk", "leased_by", "broadcast_id")[:limit]
+        )
+        if not expired:
+            return 0, 0
+        first = {}
+        for pk, token, _ in expired:
+            first[token] = min(pk, first.get(token, pk))
+        unknown = set(first.values())
+        text = "Unknown: the worker stopped while sending this message; it may or may not have been delivered."
+        Message.objects.filter(pk__in=unknown).update(
+            status=Message.UNKNOWN, attempts=F("attempts") + 1, last_response=text, leased_by="", lease_until=None,
+            updated_at=now,
+        )
+        back = Case(When(attempts=0, then=Value(Message.QUEUED)), default=Value(Message.RETRY))
+        requeued = Message.objects.filter(pk__in=[pk for pk, _, _ in expired if pk not in unknown]).update(
+            status=back, next_attempt_at=now, leased_by="", lease_until=None, updated_at=now
+        )
+        per_broadcast = Counter(b for pk, _, b in expired if pk in unknown and b)
+        for broadcast_id, n in per_broadcast.items():
+            add_counts(broadcast_id, {Message.UNKNOWN: n})
+        cancel_pending_of_cancelled()
+    if unknown:
+        log.warning("Reaper: %d message(s) marked unknown, %d put back in the queue.", len(unknown), requeued)
+    return len(unknown), requeued
+
+
+def cancel_pending_of_cancelled():
+    """Rows put back in the queue after their broadcast was cancelled are cancelled too."""
+    return Message.objects.filter(
+        status__in=Message.CLAIMABLE, broadcast__status=Broadcast.CANCELLED
+    ).update(status=Message.CANCELLED, updated_at=timezone.now())
+
+
+# --- Completion ------------------------------------------------------------------------------
+
+
+def has_pending(broadcast_id):
+    return Message.objects.filter(broadcast_id=broadcast_id, status__in=PENDING).exists()
+
+
+def next_due(broadcast_id):
+    """When the broadcast's next claimable row is due (None: none left)."""
+    return (
+        Message.objects.filter(broadcast_id=broadcast_id, status__in=Message.CLAIMABLE)
+        .order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+    )
+
+
+def recount(broadcast_id):
+    """Exact counters from the ledger: once when a broadcast ends, not per page view."""
+    counts = dict(
+        Message.objects.filter(broadcast_id=broadcast_id).values_list("status").annotate(n=Count("pk")).order_by()
+    )
+    fields = {counter: counts.get(status, 0) for status, counter in COUNTER_OF_STATUS.items()}
+    fields["recipients_count"] = sum(counts.values())
+    Broadcast.objects.filter(pk=broadcast_id).update(**fields)
+    return fields
+
+
+def finish_if_done(broadcast_id):
+    """Mark a sending broadcast sent once its ledger has nothing left to do."""
+    if has_pending(broadcast_id):
+        return False
+    with transaction.atomic():
+        done = Broadcast.objects.filter(
+            pk=broadcast_id, status=Broadcast.SENDING, fanned_out_at__isnull=False
+        ).update(status=Broadcast.SENT, finished_at=timezone.now())
+        if done:
+            recount(broadcast_id)
+    return bool(done)

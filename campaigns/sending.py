@@ -1,0 +1,338 @@
+"""
+The delivery pipeline: Postgres is the queue, Celery is the bell.
+
+`run_slot(broadcast_id, slot)` is what a send task does: claim a batch (see
+ledger.claim), render each message from a template compiled once per process,
+send the batch over one connection, record each outcome at once, repeat until
+the time slice is used or nothing is due. `kick()`, rung by beat every few
+seconds, starts due broadcasts, writes their ledgers, reaps expired leases and
+rings one bell per free slot. Nothing waits in Celery for longer than a few
+seconds: a message due in an hour is a ledger row with `next_attempt_at`.
+"""
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import backends, ledger, ratelimit
+from .composing import Job, NotSendable
+from .models import Backend, Broadcast, Message
+
+log = logging.getLogger(__name__)
+
+# Consecutive 5.7.x policy rejections that pause a broadcast: the sending domain or
+# IP is being refused, and going on would only hurt its reputation further.
+POLICY_PAUSE_AFTER = 5
+# Connection failures in a row after which a backend is skipped for BACKEND_REST.
+FAILOVER_AFTER = 3
+BACKEND_REST = timedelta(minutes=2)
+# A worker waits in-process for the rate limit up to this long; a longer wait
+# (a spent daily quota) hands the rows back to the queue with that delay.
+MAX_RATE_WAIT = 5.0
+STATUS_CHECK_EVERY = 1.0  # seconds between pause/cancel checks inside a batch
+
+
+def knob(name):
+    return getattr(settings, name)
+
+
+# --- Choosing a backend ------------------------------------------------------------------
+
+
+def pick_backend(broadcast, *, now=None):
+    """The backend for the next batch: the broadcast's own, else by priority, skipping
+    inactive ones and those resting after failures. The local outbox is used only
+    when it comes first, never as a failover for a real backend."""
+    from .defaults import ensure_env_backend
+
+    ensure_env_backend()
+    now = now or timezone.now()
+    usable = list(
+        Backend.objects.filter(is_active=True).filter(Q(down_until__isnull=True) | Q(down_until__lte=now))
+        .order_by("priority", "pk")
+    )
+    if broadcast.backend_id:
+        usable.sort(key=lambda b: b.pk != broadcast.backend_id)
+    if not usable:
+        return None
+    first = usable[0]
+    if first.kind == Backend.OUTBOX and first.pk == _first_choice(broadcast):
+        return first
+    return next((b for b in usable if b.kind != Backend.OUTBOX), None)
+
+
+def _first_choice(broadcast):
+    if broadcast.backend_id:
+        return broadcast.backend_id
+    return Backend.objects.filter(is_active=True).order_by("priority", "pk").values_list("pk", flat=True).first()
+
+
+def backend_failed(backend, error):
+    """Count a connection failure; after FAILOVER_AFTER in a row the backend rests."""
+    now = timezone.now()
+    Backend.objects.filter(pk=backend.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1, last_error=str(error)[:2000], last_error_at=now
+    )
+    Backend.objects.filter(pk=backend.pk, consecutive_failures__gte=FAILOVER_AFTER).update(
+        down_until=now + BACKEND_REST
+    )
+    log.warning("Backend %s failed: %s", backend, error)
+
+
+def backend_ok(backend):
+    Backend.objects.filter(pk=backend.pk).update(last_ok_at=timezone.now(), consecutive_failures=0, down_until=None)
+
+
+# --- One batch -----------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    counts: Counter = field(default_factory=Counter)
+    stop: bool = False  # nothing more to do for now (paused, no backend, quota spent)
+
+
+class Batch:
+    """Sends the claimed rows in id order over one transport and records each outcome."""
+
+    def __init__(self, broadcast, backend, rows, token):
+        self.broadcast = broadcast
+        self.backend = backend
+        self.rows = rows
+        self.token = token
+        self.position = 0  # rows[:position] are recorded or handed back
+        self.counts = Counter()
+        self.policy_streak = []
+        self.network_streak = 0
+        self.stop = False
+        self.limits = ratelimit.Limits.of(backend)
+        self.allowance = 0
+        self.delays = backend.retry_delays()
+        self.lease_deadline = time.monotonic() + knob("SEND_LEASE_SECONDS")
+        self.next_check = time.monotonic() + STATUS_CHECK_EVERY
+
+    def run(self, job):
+        try:
+            with backends.transport_for(self.backend) as transport:
+                while self.position < len(self.rows) and not self.stop:
+                    if not self._may_continue():
+                        break
+                    self._send_one(job, transport, self.rows[self.position])
+                    self.position += 1
+        except backends.Unreachable as exc:
+            backend_failed(self.backend, exc)
+            self.stop = True
+        finally:
+            self._hand_back(delay=0 if not self.stop else 15)
+        if self.counts[Message.SENT]:
+            backend_ok(self.backend)
+
+    def _hand_back(self, *, delay, status=None):
+        rest = [row["pk"] for row in self.rows[self.position:]]
+        ledger.release(rest, self.token, delay=delay, status=status)
+        self.position = len(self.rows)
+
+    # -- checks between messages --
+
+    def _may_continue(self):
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + STATUS_CHECK_EVERY
+            if not self._still_sending():
+                return False
+        if self.lease_deadline - now < knob("SEND_LEASE_SECONDS") / 2:
+            if not ledger.extend_lease(self.token, knob("SEND_LEASE_SECONDS")):
+                log.error("Lease %s was taken over; stopping this batch.", self.token)
+                self.position = len(self.rows)
+                return False
+            self.lease_deadline = now + knob("SEND_LEASE_SECONDS")
+        return self._take_rate()
+
+    def _still_sending(self):
+        status = Broadcast.objects.filter(pk=self.broadcast.pk).values_list("status", flat=True).first()
+        if status == Broadcast.SENDING:
+            return True
+        self.stop = True
+        self._hand_back(delay=0, status=Message.CANCELLED if status in (Broadcast.CANCELLED, None) else None)
+        return False
+
+    def _take_rate(self):
+        while self.allowance < 1:
+            try:
+                granted, wait = ratelimit.take(self.limits, min(10, len(self.rows) - self.position))
+            except ratelimit.RateLimitUnavailable as exc:
+                log.warning("%s; the batch goes back to the queue.", exc)
+                self.stop = True
+                self._hand_back(delay=5)
+                return False
+            self.allowance += granted
+            if granted:
+                break
+            if wait > MAX_RATE_WAIT:
+                self.stop = True
+                self._hand_back(delay=wait)
+                return False
+            time.sleep(wait)
+        self.allowance -= 1
+        return True
+
+    # -- one message --
+
+    def _send_one(self, job, transport, row):
+        try:
+            envelope = job.envelope(row, with_raw=transport.wants_raw, backend=self.backend)
+        except NotSendable as exc:
+            self._record(row, Message.FAILED, str(exc), message_id="")
+            return
+        outcome = transport.send(envelope)
+        self._apply(row, outcome, envelope.message_id)
+
+    def _apply(self, row, outcome, message_id):
+        self.network_streak = self.network_streak + 1 if outcome.network else 0
+        if outcome.kind == backends.SENT:
+            self.policy_streak = []
+            self._record(row, Message.SENT, outcome.response, message_id, outcome.provider_id)
+        elif outcome.kind == backends.RETRY:
+            self._retry(row, outcome, message_id)
+        elif outcome.kind == backends.BOUNCE:
+            self._record(row, Message.FAILED, outcome.response, message_id)
+            _suppress(row["email"], outcome.response)
+        else:
+            self._record(row, Message.FAILED, outcome.response, message_id)
+            if outcome.kind == backends.POLICY:
+                self._policy_rejection(row, outcome.response)
+        if self.network_streak >= FAILOVER_AFTER:
+            backend_failed(self.backend, outcome.response)
+            self.stop = True
+
+    def _retry(self, row, outcome, message_id):
+        first = row["first_attempt_at"] or timezone.now()
+        attempt = row["attempts"] + 1
+        next_at = timezone.now() + timedelta(seconds=self.delays[min(attempt, len(self.delays)) - 1])
+        if next_at - first > self.backend.give_up_after:
+            text = f"Gave up after {attempt} attempts: {outcome.response}"
+            self._record(row, Message.FAILED, text, message_id)
+        else:
+            self._record(row, Message.RETRY, outcome.response, message_id, next_attempt_at=next_at)
+
+    def _policy_rejection(self, row, response):
+        self.policy_streak.append(row["pk"])
+        if len(self.policy_streak) < POLICY_PAUSE_AFTER:
+            return
+        reason = (
+            f"Paused after {len(self.policy_streak)} messages in a row were refused as policy violations "
+            f"(5.7.x) by {self.backend}: {response[:300]} — check the sending domain's SPF/DKIM/DMARC and "
+            "reputation with your provider, then resume."
+        )
+        from .broadcasts import pause
+
+        pause(self.broadcast, reason=reason)
+        # The refused messages were not the recipients' fault: they go again on resume.
+        requeued = Message.objects.filter(pk__in=self.policy_streak, status=Message.FAILED).update(
+            status=Message.QUEUED, next_attempt_at=timezone.now()
+        )
+        self.counts[Message.FAILED] -= requeued
+        self.stop = True
+
+    def _record(self, row, status, response, message_id, provider_id="", next_attempt_at=None):
+        ledger.record(
+            row, self.token, status=status, response=response, backend_id=self.backend.pk,
+            message_id=message_id, provider_id=provider_id, next_attempt_at=next_attempt_at,
+        )
+        self.counts[status] += 1
+
+
+def _suppress(email, response):
+    from lists.services import suppress
+
+    suppress(email, reason="hard_bounce", detail=response)
+
+
+def send_batch(broadcast_id, *, token=None):
+    """Claim, send and record one batch of a broadcast."""
+    broadcast = Broadcast.objects.select_related("sender", "layout", "segment").filter(pk=broadcast_id).first()
+    if broadcast is None or broadcast.status != Broadcast.SENDING:
+        return BatchResult(stop=True)
+    backend = pick_backend(broadcast)
+    if backend is None:
+        log.warning("Broadcast %s waits: no sending backend is active and reachable.", broadcast_id)
+        return BatchResult(stop=True)
+    token = token or ledger.new_lease_token()
+    limit = knob("SEND_BATCH_SIZE")
+    if backend.rate_per_second:  # at most ~30 s of sending per lease
+        limit = max(1, min(limit, int(backend.rate_per_second * 30)))
+    rows, skipped = ledger.claim(broadcast, limit=limit, lease_seconds=knob("SEND_LEASE_SECONDS"), token=token)
+    result = BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
+    if rows:
+        try:
+            job = Job.for_broadcast(broadcast)
+        except NotSendable as exc:
+            ledger.release([r["pk"] for r in rows], token)
+            from .broadcasts import pause
+
+            pause(broadcast, reason=str(exc))
+            return BatchResult(claimed=len(rows), stop=True)
+        batch = Batch(broadcast, backend, rows, token)
+        batch.run(job)
+        result.counts.update(batch.counts)
+        result.stop = batch.stop
+    ledger.add_counts(broadcast_id, result.counts)
+    return result
+
+
+# --- Slots and the kick ---------------------------------------------------------------------
+
+
+def _slot_key(broadcast_id, slot):
+    return f"campaigns:slot:{broadcast_id}:{slot}"
+
+
+def run_slot(broadcast_id, slot, *, budget=None):
+    """Send batches for up to `budget` seconds; returns True when work remains
+    (the task then rings itself again, so a slot is one chain of short tasks)."""
+    budget = knob("SEND_SLICE_SECONDS") if budget is None else budget
+    deadline = time.monotonic() + budget
+    key = _slot_key(broadcast_id, slot)
+    while time.monotonic() < deadline:
+        cache.set(key, time.time(), timeout=knob("SEND_SLOT_TTL"))
+        result = send_batch(broadcast_id)
+        if result.stop or not result.claimed:
+            break
+    else:
+        return True
+    cache.delete(key)
+    ledger.finish_if_done(broadcast_id)
+    return False
+
+
+def ring(broadcast_id):
+    """Ring a bell for every free slot of a sending broadcast (after the transaction commits)."""
+    from .tasks import send_broadcast_slot
+
+    for slot in range(knob("SEND_CONCURRENCY")):
+        if cache.add(_slot_key(broadcast_id, slot), time.time(), timeout=knob("SEND_SLOT_TTL")):
+            transaction.on_commit(lambda s=slot: send_broadcast_slot.delay(broadcast_id, s))
+
+
+def kick():
+    """The periodic heartbeat of sending (beat, every SEND_KICK_SECONDS)."""
+    from .broadcasts import start_due
+
+    ledger.reap()
+    start_due()
+    now = timezone.now()
+    for broadcast_id in Broadcast.objects.filter(status=Broadcast.SENDING).values_list("pk", flat=True):
+        due = ledger.next_due(broadcast_id)
+        if due is not None and due <= now:
+            ring(broadcast_id)
+        elif due is None:
+            ledger.finish_if_done(broadcast_id)

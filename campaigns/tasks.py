@@ -1,0 +1,24 @@
+"""Celery tasks: thin bells that carry ids and call the pipeline; safe to run twice."""
+
+from celery import shared_task
+
+from . import broadcasts, sending
+
+
+@shared_task(name="campaigns.kick", ignore_result=True)
+def kick():
+    """Beat, every SEND_KICK_SECONDS: start due broadcasts, reap leases, ring send slots."""
+    sending.kick()
+
+
+@shared_task(name="campaigns.start_broadcast", ignore_result=True)
+def start_broadcast(broadcast_id):
+    """Rung after "send now" or "resume" commits: write the ledger, ring the slots."""
+    broadcasts.start(broadcast_id)
+
+
+@shared_task(name="campaigns.send_broadcast_slot", ignore_result=True)
+def send_broadcast_slot(broadcast_id, slot):
+    """Send batches for one time slice, then ring again while work remains."""
+    if sending.run_slot(broadcast_id, slot):
+        send_broadcast_slot.delay(broadcast_id, slot)

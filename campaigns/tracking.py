@@ -1,0 +1,151 @@
+"""
+The public per-message endpoints, named by signed tokens (campaigns.tokens):
+
+- `/u/<token>`: unsubscribe. A POST is RFC 8058 one-click (mail apps post
+  `List-Unsubscribe=One-Click` with no cookie and no CSRF token, so the view is
+  csrf_exempt; the signed token is the authority). It answers 200, never a
+  redirect, is idempotent, and the change is committed before the answer. A GET
+  only shows a page with a button, because mail scanners open every link.
+- `/c/<token>`: click redirect, to a stored Link only; anything else is a 404
+  without a Location header, so the endpoint cannot be used as an open redirect.
+- `/o/<token>.gif`: the open pixel; always the GIF, whatever the token.
+- `/v/<token>`: the message in a browser ("view in browser").
+
+Recording opens and clicks as events belongs to the tracking work; `seen()`
+is the one place that will do it.
+"""
+
+import base64
+import logging
+
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from autoresponder import ratelimit
+
+from . import composing, tokens
+from .models import Link, Message
+
+log = logging.getLogger(__name__)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+VIEWS_PER_IP = 60  # per minute: each view renders a template
+
+
+# --- Services --------------------------------------------------------------------------------
+
+
+def message_for(purpose, token):
+    """The Message a token names (None when it names no stored message); raises BadToken."""
+    values = tokens.unsign(purpose, token)
+    if len(values) != (2 if purpose == composing.CLICK else 1):
+        raise tokens.BadToken("wrong number of values")
+    return Message.objects.select_related("subscriber", "broadcast").filter(pk=values[0]).first(), values
+
+
+def unsubscribe_recipient(message, *, ip=None, reason="Unsubscribe link"):
+    """Unsubscribe a message's recipient from the broadcast's lists (all lists when it went to a
+    segment); their messages still queued are then skipped at claim time. Returns subscriptions changed."""
+    from lists.services import unsubscribe
+
+    if message is None or message.subscriber is None:
+        return 0
+    lists = list(message.broadcast.lists.all()) if message.broadcast_id else []
+    if not lists:
+        return unsubscribe(message.subscriber, None, reason=reason, ip=ip)
+    return sum(unsubscribe(message.subscriber, each, reason=reason, ip=ip) for each in lists)
+
+
+def seen(kind, message_pk, link_pk=None):
+    """An open or a click happened; the tracking work stores it as an event here."""
+    log.debug("%s: message %s link %s", kind, message_pk, link_pk)
+
+
+# --- Views -----------------------------------------------------------------------------------
+
+
+def _first_list(message):
+    if message is None or not message.broadcast_id:
+        return None
+    return message.broadcast.lists.order_by("pk").first()
+
+
+def _invalid(request):
+    return render(request, "campaigns/public/link_invalid.html", status=404)
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request, token):
+    try:
+        message, _ = message_for(composing.UNSUBSCRIBE, token)
+    except tokens.BadToken:
+        return _invalid(request)
+    context = {"message": message, "mailing_list": _first_list(message), "token": token}
+    if message is not None and message.subscriber is not None:
+        from lists.tokens import preferences_url
+
+        context["preferences_url"] = preferences_url(message.subscriber)
+    if request.method == "POST":
+        one_click = request.POST.get("List-Unsubscribe") == "One-Click"
+        reason = "One-click unsubscribe (List-Unsubscribe-Post)" if one_click else "Unsubscribe page"
+        unsubscribe_recipient(message, ip=ratelimit.client_ip(request), reason=reason)
+        response = render(request, "campaigns/public/unsubscribed.html", context)
+    else:
+        response = render(request, "campaigns/public/unsubscribe.html", context)
+    add_never_cache_headers(response)
+    return response
+
+
+@require_GET
+def click(request, token):
+    try:
+        values = tokens.unsign(composing.CLICK, token)
+    except tokens.BadToken:
+        raise Http404("Unknown link")
+    if len(values) != 2:
+        raise Http404("Unknown link")
+    url = Link.objects.filter(pk=values[1]).values_list("url", flat=True).first()
+    if url is None:
+        raise Http404("Unknown link")
+    seen("click", values[0], values[1])
+    response = HttpResponseRedirect(url)
+    add_never_cache_headers(response)
+    return response
+
+
+@require_GET
+def open_pixel(request, token):
+    try:
+        values = tokens.unsign(composing.OPEN, token)
+    except tokens.BadToken:
+        values = ()
+    if len(values) == 1:
+        seen("open", values[0])
+    response = HttpResponse(PIXEL, content_type="image/gif")
+    add_never_cache_headers(response)
+    return response
+
+
+@require_GET
+def view_in_browser(request, token):
+    if not ratelimit.hit("campaigns-view", ratelimit.client_ip(request), limit=VIEWS_PER_IP, window=60):
+        return HttpResponse("Too many requests; wait a minute and reload.", status=429, content_type="text/plain")
+    try:
+        message, _ = message_for(composing.VIEW, token)
+    except tokens.BadToken:
+        return _invalid(request)
+    if message is None or message.subscriber is None or message.broadcast is None:
+        return _invalid(request)
+    try:
+        _context, rendered = composing.Job.for_broadcast(message.broadcast).render(message.pk, message.subscriber)
+    except composing.NotSendable:
+        return _invalid(request)
+    response = HttpResponse(rendered.html, content_type="text/html; charset=utf-8")
+    # Marketer HTML with inlined styles: no scripts, no access to our origin.
+    response["Content-Security-Policy"] = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; sandbox"
+    add_never_cache_headers(response)
+    return response
