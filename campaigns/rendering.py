@@ -50,6 +50,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _BODY_END = re.compile(r"</body\s*>", re.I)
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _TRAILING_SPACES = re.compile(r"[ \t]+\n")
+_UNDERLINE = re.compile(r"^(.+)\n(=+|-+)$", re.M)
 
 
 class TemplateError(ValueError):
@@ -227,18 +228,19 @@ def prepare(*, subject, body, body_format="html", text_body="", layout=None, inl
         text_template = _parse(text_body, TEXT_ENV, "text_body")
     elif text_source is not None:
         text_template = _parse_or_none(text_source)
-    return Prepared(subject_template, html_template, text_template, html_source, tuple(warnings))
+    prepared = Prepared(subject_template, html_template, text_template, html_source, tuple(warnings))
+    prepared.text_is_generated = not text_body.strip()
+    return prepared
 
 
 def _to_html(body, body_format):
     if body_format == "html":
         return body
     shield = Shield()
-    hidden = shield.hide_words(body)
     if body_format == "markdown":
-        converted = markdown.markdown(hidden, extensions=["extra", "sane_lists"])
+        converted = markdown.markdown(shield.hide_in_markdown(body), extensions=["extra", "sane_lists"])
     else:
-        converted = _text_to_html(hidden, shield)
+        converted = _text_to_html(shield.hide_words(body), shield)
     try:
         return shield.restore(converted)
     except ShieldError as exc:
@@ -328,6 +330,7 @@ class Prepared:
         self.html_source = html_source  # after layout and CSS inlining, for previews
         self.warnings = warnings
         self._unescaped = {}  # href as written in the HTML → the URL it means
+        self.text_is_generated = True
 
     def render(self, context, *, rewrite_url=None, open_pixel_url=None):
         """
@@ -343,6 +346,8 @@ class Prepared:
         text = _render(self._text, context, "text") if self._text is not None else None
         if text is not None:
             text = _tidy_text(text)
+            if self.text_is_generated:
+                text = _UNDERLINE.sub(_fit_underline, text)
         if rewrite_url is not None:
             links = _Links(rewrite_url, context, self._unescaped)
             html = _HREF.sub(links.replace_href, html)
@@ -390,6 +395,12 @@ class _Links:
 def _tidy_text(text):
     # Liquid tags on lines of their own leave blank lines behind.
     return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACES.sub("\n", text)).strip() + "\n"
+
+
+def _fit_underline(match):
+    # The converter measured the heading with its Liquid tags; measure it rendered.
+    title, mark = match.group(1), match.group(2)[0]
+    return f"{title}\n{mark * min(len(title.strip()), 72)}"
 
 
 def _one_line(subject):

@@ -23,6 +23,7 @@ import re
 import secrets
 
 LIQUID = re.compile(r"\{%.*?%\}|\{\{.*?\}\}", re.S)
+_BLOCK_LINE = re.compile(r"^[ \t]*(\{%.*?%\})[ \t]*$", re.M)
 _TAG_NAME = re.compile(r"</?([a-zA-Z][a-zA-Z0-9:-]*)")
 # Elements whose content the HTML parser reads as raw text: no comments there.
 _RAW_TEXT = frozenset({"style", "script", "title", "textarea", "xmp", "noembed"})
@@ -41,11 +42,19 @@ class Shield:
     def __init__(self):
         self.nonce = "lq" + secrets.token_hex(4) + "n"
         self.originals = []
+        self._outputs = {}
         self.pattern = re.compile(rf"<!--{self.nonce}(\d+)x-->|{self.nonce}(\d+)x(?:=\"\")?")
 
     def word(self, liquid):
-        self.originals.append(liquid)
-        return f"{self.nonce}{len(self.originals) - 1}x"
+        # The same output tag gets the same placeholder, so the text converter
+        # sees `<a href="{{ url }}">{{ url }}</a>` as a link showing its own URL.
+        index = self._outputs.get(liquid) if liquid.startswith("{{") else None
+        if index is None:
+            self.originals.append(liquid)
+            index = len(self.originals) - 1
+            if liquid.startswith("{{"):
+                self._outputs[liquid] = index
+        return f"{self.nonce}{index}x"
 
     def comment(self, liquid):
         return f"<!--{self.word(liquid)}-->"
@@ -57,8 +66,16 @@ class Shield:
         return text.startswith(self.nonce) and text.endswith("x")
 
     def hide_words(self, source):
-        """Markdown and plain text: every Liquid tag becomes a bare word."""
+        """Plain text: every Liquid tag becomes a bare word."""
         return LIQUID.sub(lambda m: self.word(m.group()), source)
+
+    def hide_in_markdown(self, source):
+        """
+        Markdown: a block tag alone on its line becomes an HTML comment block (so
+        `{% if %}` around paragraphs adds no empty `<p>`); other tags become words.
+        """
+        source = _BLOCK_LINE.sub(lambda m: "\n\n" + self.comment(m.group(1)) + "\n\n", source)
+        return self.hide_words(source)
 
     def restore(self, text, *, strict=True):
         """Put the Liquid tags back; with `strict`, refuse a lost or reordered block tag."""
@@ -186,7 +203,7 @@ def hide_in_html(source, shield):
     out, done, run = [], 0, None  # run: [start, end, tag_id] of an attribute run
     for match in LIQUID.finditer(source):
         scanner.feed(source[done if run is None else run[1]:match.start()])
-        if scanner.dangling_open and scanner.state == TAG:
+        if scanner.dangling_open and scanner.state == DATA:
             raise ShieldError("a Liquid tag names an element")
         if run is not None and scanner.state in (TAG, QUOTED) and scanner.tag_id == run[2]:
             run[1] = match.end()
