@@ -51,16 +51,13 @@ class SignupForm(forms.Form):
         self.mailing_list = mailing_list
         self.fields["email"].widget = forms.EmailInput(attrs={"autocomplete": "email", "maxlength": 254})
         self.fields["name"].widget.attrs.update({"autocomplete": "name"})
+        # Extra fields are posted under their own names (reserved names are excluded by custom_fields).
+        self.attribute_names = []
         for field in custom_fields(mailing_list):
-            self.fields[f"attr_{field['name']}"] = forms.CharField(
-                label=field["label"], max_length=200, required=field["required"]
-            )
+            self.fields[field["name"]] = forms.CharField(label=field["label"], max_length=200, required=field["required"])
+            self.attribute_names.append(field["name"])
         self.fields[HONEYPOT] = forms.CharField(required=False, label="Leave this empty")
         self.fields[HONEYPOT].widget.attrs.update({"tabindex": "-1", "autocomplete": "off"})
-
-    def add_prefix(self, field_name):
-        # Custom fields are posted under their own names, as the embed snippet and JSON callers send them.
-        return field_name[5:] if field_name.startswith("attr_") else field_name
 
     def clean_email(self):
         return _checked(normalize_email, self.cleaned_data["email"])
@@ -70,7 +67,7 @@ class SignupForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        attributes = {k[5:]: v for k, v in data.items() if k.startswith("attr_") and v}
+        attributes = {name: data[name] for name in self.attribute_names if data.get(name)}
         try:
             data["attributes"] = clean_attributes(attributes)
         except InvalidSubscriber as exc:
@@ -124,6 +121,10 @@ class FormFieldsField(forms.CharField):
 
 
 class MailingListForm(forms.ModelForm):
+    thank_you_url = forms.URLField(
+        required=False, assume_scheme="https", label="Thank-you page",
+        help_text="Send people here after signup instead of showing the thank-you message.",
+    )
     form_fields = FormFieldsField(
         required=False,
         label="Extra signup fields",
