@@ -32,7 +32,7 @@ from autoresponder import outbox
 SENT, RETRY, BOUNCE, POLICY, FAILED = "sent", "retry", "bounce", "policy", "failed"
 SMTP_TIMEOUT = 30
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ENHANCED = re.compile(r"^\s*(?:\d{3}[ -])?([245])\.(\d{1,3})\.(\d{1,3})\b")
 # RFC 3463 subject codes of permanent failures that we act on; others simply fail.
 _PERMANENT_BY_SUBJECT = {"1": BOUNCE, "7": POLICY}
 # Without an enhanced code, these RCPT replies mean the mailbox does not exist (RFC 5321 4.2.3).

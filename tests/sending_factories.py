@@ -58,7 +58,7 @@ class BroadcastFactory(factory.django.DjangoModelFactory):
 
 def backend_for(server, **fields):
     """An SMTP backend pointing at a tests.smtp.SMTPServer."""
-    return SMTPBackendFactory(host=server.host, port=server.port, **fields)
+    return SMTPBackendFactory(**{"host": server.host, "port": server.port, **fields})
 
 
 def audience(mailing_list, count, *, prefix="reader", status=Subscription.CONFIRMED):

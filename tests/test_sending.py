@@ -56,3 +56,326 @@ def test_send_batch_delivers_every_message_and_records_it(smtp_server, started):
     assert rows[0].last_response.startswith("250 ")
     broadcast.refresh_from_db()
     assert broadcast.sent_count == 3
+
+
+def test_fan_out_writes_one_row_per_mailable_subscriber_across_lists(newsletter):
+    # given: reader0..3 on the newsletter, reader0 and reader1 also on a second list
+    others = MailingListFactory(name="Offers")
+    people = audience(newsletter, 4)
+    for person in people[:2]:
+        SubscriptionFactory(subscriber=person, mailing_list=others)
+    Subscription.objects.filter(subscriber=people[2]).update(status=Subscription.UNSUBSCRIBED)
+    Subscriber.objects.filter(pk=people[3].pk).update(email="Reader3@Example.org")
+    Suppression.objects.create(email="reader3@example.org", reason=Suppression.HARD_BOUNCE)
+    audience(newsletter, 1, prefix="pending", status=Subscription.UNCONFIRMED)
+    blocked = audience(others, 1, prefix="blocked")[0]
+    Subscriber.objects.filter(pk=blocked.pk).update(status=Subscriber.BLOCKLISTED)
+    broadcast = BroadcastFactory(lists=[newsletter, others])
+    # when
+    first = ledger.fan_out(broadcast, send_at=timezone.now())
+    again = ledger.fan_out(broadcast, send_at=timezone.now())
+    # then
+    assert (first, again) == (2, 0)
+    assert statuses(broadcast) == [("reader0@example.org", "queued"), ("reader1@example.org", "queued")]
+    broadcast.refresh_from_db()
+    assert broadcast.recipients_count == 2 and broadcast.fanned_out_at is not None
+
+
+def test_recipients_count_matches_the_fan_out(newsletter):
+    audience(newsletter, 5)
+    broadcast = BroadcastFactory(lists=[newsletter])
+    assert broadcasts.recipients_count(broadcast) == 5
+    assert ledger.fan_out(broadcast, send_at=timezone.now()) == 5
+
+
+def test_fan_out_in_subscriber_time_zones_uses_each_local_wall_clock(newsletter, settings):
+    # given: 9:00 in the app's zone (UTC); one reader in Berlin, one in New York, one with a bad zone
+    settings.TIME_ZONE = "UTC"
+    people = audience(newsletter, 3)
+    for person, zone in zip(people, ["Europe/Berlin", "America/New_York", "Mars/Olympus"]):
+        Subscriber.objects.filter(pk=person.pk).update(time_zone=zone)
+    broadcast = BroadcastFactory(lists=[newsletter], in_subscriber_time_zone=True)
+    nine = timezone.datetime(2030, 1, 15, 9, 0, tzinfo=timezone.get_fixed_timezone(0))
+    # when
+    ledger.fan_out(broadcast, send_at=nine)
+    # then
+    times = dict(broadcast.messages.values_list("email", "next_attempt_at"))
+    utc_hours = {email: value.astimezone(timezone.get_fixed_timezone(0)).hour for email, value in times.items()}
+    assert utc_hours == {"reader0@example.org": 8, "reader1@example.org": 14, "reader2@example.org": 9}
+
+
+def test_message_has_list_unsubscribe_headers_and_our_message_id(smtp_server, started, settings):
+    # given
+    settings.UNSUBSCRIBE_MAILTO = "unsubscribe@alice.example"
+    backend_for(smtp_server)
+    broadcast = started(1)
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    message = smtp_server.messages[0].message
+    row = broadcast.messages.get()
+    unsubscribe = message["List-Unsubscribe"]
+    assert unsubscribe.startswith("<http://testserver/u/") and unsubscribe.endswith(
+        ">, <mailto:unsubscribe@alice.example?subject=unsubscribe>"
+    )
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"] == row.message_id and row.message_id.endswith("@testserver>")
+    assert message["Subject"] == "Spring sale for Reader0"
+    assert message["From"] == "Alice's Shop <news@alice.example>"
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    url = unsubscribe.split(">")[0][1:]
+    assert f'href="{url}"' in html and url in text
+    assert "1 Market Street, Springfield" in html and "1 Market Street, Springfield" in text
+    assert "shop.example" not in html  # links go through our click redirect
+    assert "http://testserver/c/" in html and "http://testserver/o/" in html
+
+
+def test_a_broadcast_without_tracking_keeps_links_and_has_no_pixel(smtp_server, started):
+    backend_for(smtp_server)
+    broadcast = started(1, track_opens=False, track_clicks=False)
+    sending.send_batch(broadcast.pk)
+    html = smtp_server.messages[0].message.get_body(("html",)).get_content()
+    assert 'href="https://shop.example/blog"' in html
+    assert "/c/" not in html and "/o/" not in html
+
+
+def test_dkim_signature_verifies_with_dkimpy(smtp_server, started):
+    import dkim as dkimpy
+
+    from campaigns import dkim
+
+    # given
+    pem, txt = dkim.generate_key("ed25519")
+    backend_for(smtp_server, dkim_domain="alice.example", dkim_selector="s1", dkim_private_key=pem)
+    broadcast = started(1)
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    raw = smtp_server.messages[0].raw
+    assert dkimpy.verify(raw, dnsfunc=lambda name, timeout=5: txt.encode())
+    signed = smtp_server.messages[0].message["DKIM-Signature"].replace(" ", "").replace("\r\n", "")
+    covered = signed.split("h=")[1].split(";")[0].lower().split(":")
+    for header in ("from", "subject", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post"):
+        assert header in covered
+
+
+def test_unsubscribed_before_the_claim_is_skipped_with_the_reason(smtp_server, started, newsletter):
+    # given
+    backend_for(smtp_server)
+    broadcast = started(2)
+    Subscription.objects.filter(subscriber__email="reader0@example.org").update(status=Subscription.UNSUBSCRIBED)
+    # when
+    result = sending.send_batch(broadcast.pk)
+    # then
+    assert (result.counts["sent"], result.counts["skipped"]) == (1, 1)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["reader1@example.org"]]
+    skipped = broadcast.messages.get(email="reader0@example.org")
+    assert (skipped.status, skipped.attempts) == ("skipped", 0)
+    assert skipped.last_response == "Skipped: the subscriber unsubscribed."
+
+
+def test_suppressed_and_deleted_subscribers_are_skipped(smtp_server, started):
+    backend_for(smtp_server)
+    broadcast = started(3)
+    Suppression.objects.create(email="reader1@example.org", reason=Suppression.COMPLAINT)
+    Subscriber.objects.filter(email="reader2@example.org").delete()
+    sending.send_batch(broadcast.pk)
+    assert dict(broadcast.messages.values_list("email", "last_response"))["reader1@example.org"] == (
+        "Skipped: the address is on the suppression list."
+    )
+    deleted = broadcast.messages.get(email="reader2@example.org")
+    assert (deleted.status, deleted.subscriber_id) == ("skipped", None)
+
+
+def test_hard_bounce_fails_once_and_suppresses_the_address(smtp_server, started):
+    # given
+    backend_for(smtp_server)
+    smtp_server.rcpt_replies["reader1@example.org"] = "550 5.1.1 <reader1@example.org>: no such user"
+    broadcast = started(3)
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    bounced = broadcast.messages.get(email="reader1@example.org")
+    assert (bounced.status, bounced.attempts) == ("failed", 1)
+    assert bounced.last_response == "550 5.1.1 <reader1@example.org>: no such user"
+    assert Suppression.objects.get(email="reader1@example.org").reason == "hard_bounce"
+    assert len(smtp_server.messages) == 2
+    broadcast.refresh_from_db()
+    assert (broadcast.sent_count, broadcast.failed_count) == (2, 1)
+
+
+def test_temporary_failure_is_retried_later_with_back_off(smtp_server, started):
+    # given
+    backend_for(smtp_server, retry_schedule="2m 10m")
+    smtp_server.set_data_reply("451 4.3.0 Try again later")
+    broadcast = started(1)
+    before = timezone.now()
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    row = broadcast.messages.get()
+    assert (row.status, row.attempts, row.last_response) == ("retry", 1, "451 4.3.0 Try again later")
+    assert timedelta(seconds=119) < row.next_attempt_at - before < timedelta(seconds=125)
+    assert sending.send_batch(broadcast.pk).claimed == 0  # not due yet
+    # when: it is due and the server accepts again
+    Message.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    smtp_server.set_data_reply(None)
+    sending.send_batch(broadcast.pk)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+def test_second_retry_waits_for_the_next_delay_in_the_schedule(smtp_server, started):
+    backend_for(smtp_server, retry_schedule="2m 10m")
+    smtp_server.set_data_reply("452 4.2.2 Mailbox full")
+    broadcast = started(1)
+    Message.objects.filter(broadcast=broadcast).update(attempts=1, first_attempt_at=timezone.now())
+    before = timezone.now()
+    sending.send_batch(broadcast.pk)
+    row = broadcast.messages.get()
+    assert row.attempts == 2
+    assert timedelta(seconds=599) < row.next_attempt_at - before < timedelta(seconds=605)
+
+
+def test_retries_give_up_after_the_backend_limit_as_a_recorded_failure(smtp_server, started):
+    # given: the first attempt was three days ago; the backend gives up after two
+    backend_for(smtp_server)
+    smtp_server.set_data_reply("451 4.3.0 Try again later")
+    broadcast = started(1)
+    Message.objects.filter(broadcast=broadcast).update(attempts=40, first_attempt_at=timezone.now() - timedelta(days=3))
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    row = broadcast.messages.get()
+    assert (row.status, row.attempts) == ("failed", 41)
+    assert row.last_response == "Gave up after 41 attempts: 451 4.3.0 Try again later"
+
+
+def test_a_burst_of_policy_rejections_pauses_the_broadcast_with_a_reason(smtp_server, started):
+    # given
+    backend_for(smtp_server)
+    smtp_server.set_data_reply("554 5.7.1 Message rejected due to policy")
+    broadcast = started(8)
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    broadcast.refresh_from_db()
+    assert broadcast.status == "paused"
+    assert "5.7.1 Message rejected due to policy" in broadcast.pause_reason
+    assert broadcast.messages.filter(status="queued").count() == 8  # nothing lost: all go again on resume
+    assert broadcast.failed_count == 0
+
+
+def test_paused_broadcast_is_not_claimed_and_resume_sends_the_rest(smtp_server, started):
+    backend_for(smtp_server)
+    broadcast = started(2)
+    assert broadcasts.pause(broadcast, reason="Checking the copy") is True
+    assert sending.send_batch(broadcast.pk).claimed == 0
+    assert broadcasts.resume(broadcast) is True
+    sending.send_batch(broadcast.pk)
+    assert len(smtp_server.messages) == 2
+
+
+def test_run_slot_finishes_the_broadcast_and_recounts(smtp_server, started, settings):
+    settings.SEND_BATCH_SIZE = 2
+    backend_for(smtp_server)
+    broadcast = started(5)
+    more = sending.run_slot(broadcast.pk, 0, budget=30)
+    broadcast.refresh_from_db()
+    assert more is False
+    assert (broadcast.status, broadcast.sent_count, broadcast.recipients_count) == ("sent", 5, 5)
+    assert broadcast.finished_at is not None
+
+
+def test_reaper_marks_the_in_flight_message_unknown_and_requeues_the_rest(started):
+    # given: a batch of three leased by a worker that died; its lease expired
+    broadcast = started(3)
+    rows, _ = ledger.claim(broadcast, limit=10, lease_seconds=60, token="dead-worker")
+    assert len(rows) == 3
+    # when
+    unknown, requeued = ledger.reap(now=timezone.now() + timedelta(seconds=61))
+    # then
+    assert (unknown, requeued) == (1, 2)
+    first, *rest = broadcast.messages.order_by("pk")
+    assert (first.status, first.attempts) == ("unknown", 1)
+    assert [(r.status, r.attempts, r.leased_by) for r in rest] == [("queued", 0, ""), ("queued", 0, "")]
+    broadcast.refresh_from_db()
+    assert broadcast.unknown_count == 1
+
+
+def test_reaper_leaves_live_leases_alone(started):
+    broadcast = started(2)
+    ledger.claim(broadcast, limit=10, lease_seconds=60, token="live-worker")
+    assert ledger.reap() == (0, 0)
+    assert set(broadcast.messages.values_list("status", flat=True)) == {"sending"}
+
+
+def test_recording_without_the_lease_changes_nothing(started):
+    broadcast = started(1)
+    rows, _ = ledger.claim(broadcast, limit=10, lease_seconds=60, token="mine")
+    recorded = ledger.record(rows[0], "someone-else", status="sent", response="250 OK", backend_id=None,
+                             message_id="<x@y>")
+    assert recorded is False
+    assert broadcast.messages.get().status == "sending"
+
+
+def test_claim_skips_rows_of_another_lease(started):
+    broadcast = started(3)
+    first, _ = ledger.claim(broadcast, limit=2, lease_seconds=60, token="a")
+    second, _ = ledger.claim(broadcast, limit=2, lease_seconds=60, token="b")
+    assert len(first) == 2 and len(second) == 1
+    assert not {r["pk"] for r in first} & {r["pk"] for r in second}
+
+
+def test_unreachable_backend_fails_over_to_the_next_by_priority(smtp_server, started):
+    from tests.smtp import free_port
+
+    # given: the first backend's port has no server
+    dead = backend_for(smtp_server, name="Dead", priority=1, port=free_port())
+    backend_for(smtp_server, name="Alive", priority=2)
+    broadcast = started(2)
+    # when: three batches fail to connect, the dead backend rests
+    for _ in range(sending.FAILOVER_AFTER):
+        assert sending.send_batch(broadcast.pk).stop is True
+        Message.objects.filter(broadcast=broadcast).update(next_attempt_at=timezone.now())
+    dead.refresh_from_db()
+    assert dead.consecutive_failures == 3 and dead.down_until > timezone.now()
+    assert broadcast.messages.filter(status="queued", attempts=0).count() == 2  # nothing was attempted
+    sending.send_batch(broadcast.pk)
+    # then
+    assert len(smtp_server.messages) == 2
+    assert set(broadcast.messages.values_list("backend__name", flat=True)) == {"Alive"}
+
+
+def test_outbox_is_never_a_failover_target(smtp_server, started):
+    from tests.smtp import free_port
+
+    backend_for(smtp_server, name="Dead", priority=1, port=free_port(), down_until=timezone.now() + timedelta(hours=1))
+    broadcast = started(1)
+    result = sending.send_batch(broadcast.pk)
+    assert result.stop is True and result.claimed == 0
+    assert Backend.objects.filter(kind=Backend.OUTBOX, env_key="EMAIL_URL").exists()
+
+
+def test_env_backend_writes_to_the_outbox_when_it_is_the_only_one(started, settings):
+    from autoresponder import outbox
+
+    broadcast = started(2)
+    sending.send_batch(broadcast.pk)
+    assert outbox.count() == 2
+    assert set(broadcast.messages.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_template_that_drops_the_unsubscribe_link_is_refused_with_the_reason(started, smtp_server):
+    backend_for(smtp_server)
+    broadcast = started(1, body="<p>Hello {{ subscriber.name }}</p>")
+    assert broadcasts.problems(broadcast) == [
+        "Not sent: The message has no visible unsubscribe link. Add {{ unsubscribe_url }} as a link. "
+        "The plain-text part has no unsubscribe link. The sender's postal address is missing. "
+        "Add {{ sender.postal_address }} to the footer. The plain-text part is missing the sender's postal address."
+    ]
+    sending.send_batch(broadcast.pk)
+    row = broadcast.messages.get()
+    assert row.status == "failed" and row.last_response.startswith("Not sent: The message has no visible")
+    assert smtp_server.messages == []
