@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.db import models
 
 from . import services
 from .models import ErasedAddress, MailingList, Segment, Subscriber, Subscription, Suppression, Tag
@@ -18,6 +19,7 @@ class MailingListAdmin(admin.ModelAdmin):
     list_filter = ("opt_in", "is_archived")
     search_fields = ("name", "from_email", "=public_id")
     readonly_fields = ("public_id", "created_at", "updated_at")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["archive", "unarchive"]
 
     @admin.action(description="Archive the selected lists (stop signups)")
