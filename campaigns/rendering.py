@@ -16,6 +16,7 @@ import html as html_lib
 import re
 import time
 from dataclasses import dataclass
+from io import StringIO
 
 import css_inline
 import markdown
@@ -27,16 +28,15 @@ from liquid.exceptions import (
     OutputStreamLimitError,
     ResourceLimitError,
 )
-from liquid.output import LimitedStringIO
 
 from . import textify
-from .shield import Shield, ShieldError, hide_in_html
+from .shield import LIQUID, Shield, ShieldError, hide_in_html
 
 # Limits for one render of one part. A typical message renders in well under a
 # millisecond; these only stop a template that would loop or grow without end.
 RENDER_TIME_LIMIT = 0.5  # seconds
 LOOP_LIMIT = 10_000  # iterations, nested loops multiplied
-OUTPUT_LIMIT = 2_000_000  # bytes of output
+OUTPUT_LIMIT = 2_000_000  # characters of output
 NAMESPACE_LIMIT = 1_000_000  # bytes held by {% assign %} / {% capture %}
 SUBJECT_LIMIT = 998  # a subject longer than a header line is not a subject
 
@@ -48,7 +48,7 @@ _TEXT_URL = re.compile(r"https?://[^\s<>()\"']+", re.I)
 _TRAILING_PUNCTUATION = ".,;:!?"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _BODY_END = re.compile(r"</body\s*>", re.I)
-_BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_BLANK_RUNS = re.compile(r"\n{3,}")
 _TRAILING_SPACES = re.compile(r"[ \t]+\n")
 _UNDERLINE = re.compile(r"^(.+)\n(=+|-+)$", re.M)
 
@@ -95,43 +95,58 @@ TEXT_ENV = _TextEnvironment(autoescape=False)
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
 
+class _RenderTimeout(ResourceLimitError):
+    pass
+
+
+class _DeadlineBuffer(StringIO):
+    """
+    The output of one render: stops at the size limit (in characters) or the deadline.
+
+    Liquid's own LimitedStringIO encodes every write to count bytes, which cost
+    more than the rest of the render; characters are as good a limit here.
+    """
+
+    def __init__(self, deadline, limit=OUTPUT_LIMIT):
+        super().__init__()
+        self.deadline = deadline
+        self.limit = limit
+        self.size = 0
+
+    def write(self, text):
+        self.size += len(text)
+        if self.size > self.limit:
+            raise OutputStreamLimitError("output stream limit reached", token=None)
+        if time.monotonic() > self.deadline:
+            raise _RenderTimeout("render time limit reached", token=None)
+        return super().write(text)
+
+
 class _DeadlineContext(RenderContext):
-    """A render context that also stops when a render runs out of time."""
+    """A render context whose loops and captures also respect the deadline."""
 
     __slots__ = ("deadline",)
 
     def raise_for_loop_limit(self, length=1):
         super().raise_for_loop_limit(length)
-        _check_deadline(self.deadline)
+        if time.monotonic() > self.deadline:
+            raise _RenderTimeout("render time limit reached", token=None)
 
-
-class _DeadlineBuffer(LimitedStringIO):
-    def __init__(self, deadline):
-        super().__init__(limit=OUTPUT_LIMIT)
-        self.deadline = deadline
-
-    def write(self, text):
-        _check_deadline(self.deadline)
-        return super().write(text)
-
-
-class _RenderTimeout(ResourceLimitError):
-    pass
-
-
-def _check_deadline(deadline):
-    if time.monotonic() > deadline:
-        raise _RenderTimeout("render time limit reached", token=None)
+    def get_buffer(self, buf=None):
+        carry = buf.size if isinstance(buf, _DeadlineBuffer) else 0
+        return _DeadlineBuffer(self.deadline, OUTPUT_LIMIT - carry)
 
 
 _LIMIT_MESSAGES = {
     LoopIterationLimitError: f"A loop ran more than {LOOP_LIMIT:,} times.",
-    OutputStreamLimitError: f"The message grew past {OUTPUT_LIMIT // 1_000_000} MB.",
+    OutputStreamLimitError: f"The message grew past {OUTPUT_LIMIT:,} characters.",
     _RenderTimeout: f"The template took longer than {RENDER_TIME_LIMIT} seconds to render.",
 }
 
 
 def _render(template, data, part):
+    if isinstance(template, str):  # no Liquid in it: nothing to do per message
+        return template
     deadline = time.monotonic() + RENDER_TIME_LIMIT
     context = _DeadlineContext(template, globals=template.make_globals(data))
     context.deadline = deadline
@@ -228,9 +243,16 @@ def prepare(*, subject, body, body_format="html", text_body="", layout=None, inl
         text_template = _parse(text_body, TEXT_ENV, "text_body")
     elif text_source is not None:
         text_template = _parse_or_none(text_source)
-    prepared = Prepared(subject_template, html_template, text_template, html_source, tuple(warnings))
-    prepared.text_is_generated = not text_body.strip()
+    prepared = Prepared(_static_or(subject, subject_template), html_template,
+                        text_template, html_source, tuple(warnings))
+    # Only a converted heading's underline needs measuring again per message.
+    prepared.fit_underlines = not text_body.strip() and bool(text_template) and bool(
+        _UNDERLINE.search(text_source or ""))
     return prepared
+
+
+def _static_or(source, template):
+    return source if not LIQUID.search(source) else template
 
 
 def _to_html(body, body_format):
@@ -330,7 +352,7 @@ class Prepared:
         self.html_source = html_source  # after layout and CSS inlining, for previews
         self.warnings = warnings
         self._unescaped = {}  # href as written in the HTML → the URL it means
-        self.text_is_generated = True
+        self.fit_underlines = False
 
     def render(self, context, *, rewrite_url=None, open_pixel_url=None):
         """
@@ -346,7 +368,7 @@ class Prepared:
         text = _render(self._text, context, "text") if self._text is not None else None
         if text is not None:
             text = _tidy_text(text)
-            if self.text_is_generated:
+            if self.fit_underlines:
                 text = _UNDERLINE.sub(_fit_underline, text)
         if rewrite_url is not None:
             links = _Links(rewrite_url, context, self._unescaped)
@@ -393,8 +415,13 @@ class _Links:
 
 
 def _tidy_text(text):
-    # Liquid tags on lines of their own leave blank lines behind.
-    return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACES.sub("\n", text)).strip() + "\n"
+    # Liquid tags on lines of their own leave blank lines behind. The substring
+    # checks skip the regex passes for the usual text, which needs neither.
+    if " \n" in text or "\t\n" in text:
+        text = _TRAILING_SPACES.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_RUNS.sub("\n\n", text)
+    return text.strip() + "\n"
 
 
 def _fit_underline(match):

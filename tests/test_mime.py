@@ -72,6 +72,13 @@ def test_an_ascii_part_with_a_line_over_998_characters_is_quoted_printable():
     assert html_part.get_content().replace("\r\n", "\n") == long_line
 
 
+def test_a_line_of_exactly_998_characters_stays_7bit_and_999_does_not():
+    assert b"Content-Transfer-Encoding: 7bit\r\n\r\n" + b"a" * 998 + b"\r\n--" in build(text="a" * 998)
+    raw = build(text="b" * 999)
+    assert raw.count(b"Content-Transfer-Encoding: quoted-printable") == 1
+    assert parse(raw).get_body(("plain",)).get_content() == "b" * 999
+
+
 def test_lines_starting_with_from_or_a_dot_are_left_alone():
     text = "From the team\n.hidden dot line\n..two dots\n.\nend\n"
     raw = build(text=text)

@@ -121,7 +121,7 @@ def test_huge_output_is_capped():
             "{% for i in (1..9000) %}{{ s }}{{ s }}{{ s }}{% endfor %}")
     with pytest.raises(TemplateError) as caught:
         prepare(subject="s", body=body, inline_css=False).render(context())
-    assert caught.value.message == "Line 1: The message grew past 2 MB."
+    assert caught.value.message == "Line 1: The message grew past 2,000,000 characters."
 
 
 def test_a_variable_doubling_itself_hits_the_namespace_limit():
@@ -221,6 +221,19 @@ def test_css_is_inlined_once_with_liquid_in_attributes_and_between_table_rows_su
     assert ('<a class="button" href="https://mail.example.com/v/tok-1?from=zoe@example.org&amp;x=1" '
             'style="background: #0a0;">View</a>') in rendered.html
     assert "@media (max-width: 600px)" in rendered.html  # kept for mail apps that read <style>
+
+
+def test_liquid_in_titles_comments_and_unquoted_attributes_survives_inlining():
+    body = ("<html><head><title>{{ list.name }}</title><style>a { color: red; }</style></head><body>"
+            "<!-- for {{ subscriber.email }} --><a href={{ view_in_browser_url }} title=x{{ list.name }}>view</a>"
+            "</body></html>")
+    prepared = prepare(subject="s", body=body)
+    assert prepared.warnings == ()
+    assert prepared.html_source == (
+        "<html><head><title>{{ list.name }}</title></head><body><!-- for {{ subscriber.email }} -->"
+        '<a href="{{ view_in_browser_url }}" title="x{{ list.name }}" style="color: red;">view</a></body></html>')
+    assert '<a href="https://mail.example.com/v/tok-1" title="xWeekly Letter" style="color: red;">view</a>' in (
+        prepared.render(context()).html)
 
 
 def test_with_inline_css_off_the_style_block_stays():
