@@ -1,0 +1,149 @@
+"""The operator's view of sending. Actions call the same services as the dashboard."""
+
+from django import forms
+from django.contrib import admin, messages
+
+from . import backends, broadcasts
+from .models import Backend, Broadcast, Layout, Link, Message, SenderIdentity, Template
+
+SECRET_FIELDS = ("password", "api_key", "api_secret", "dkim_private_key")
+
+
+class BackendAdminForm(forms.ModelForm):
+    """Secrets are write-only: never shown again; an empty input keeps the saved value."""
+
+    password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    api_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    dkim_private_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                       help_text="PEM; paste it once, it is never shown again.")
+    clear_secrets = forms.BooleanField(required=False, help_text="Remove every saved password and key.")
+
+    class Meta:
+        model = Backend
+        exclude = ("last_ok_at", "last_error", "last_error_at", "consecutive_failures")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            if self.instance.pk and getattr(self.instance, name):
+                self.fields[name].help_text = "Saved. Leave empty to keep it."
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in SECRET_FIELDS:
+            if cleaned.get("clear_secrets"):
+                cleaned[name] = ""
+            elif not cleaned.get(name) and self.instance.pk:
+                cleaned[name] = getattr(Backend.objects.get(pk=self.instance.pk), name)
+            setattr(self.instance, name, cleaned[name])
+        return cleaned
+
+
+@admin.register(Backend)
+class BackendAdmin(admin.ModelAdmin):
+    form = BackendAdminForm
+    list_display = ("name", "kind", "is_active", "priority", "rate_per_second", "window_limit",
+                    "price_per_thousand", "last_ok_at", "consecutive_failures", "down_until")
+    list_filter = ("kind", "is_active", "security")
+    search_fields = ("name", "host", "dkim_domain")
+    readonly_fields = ("last_ok_at", "last_error", "last_error_at", "consecutive_failures", "created_at", "updated_at")
+    actions = ["check_connection", "put_back_in_service"]
+
+    @admin.action(description="Test the connection (sends nothing)")
+    def check_connection(self, request, queryset):
+        for backend in queryset:
+            ok, text = backends.check_connection(backend)
+            self.message_user(request, f"{backend}: {text}", messages.SUCCESS if ok else messages.ERROR)
+
+    @admin.action(description="Put back in service now (clear the failure count)")
+    def put_back_in_service(self, request, queryset):
+        n = queryset.update(consecutive_failures=0, down_until=None)
+        self.message_user(request, f"{n} backend(s) back in service.", messages.SUCCESS)
+
+
+@admin.register(SenderIdentity)
+class SenderIdentityAdmin(admin.ModelAdmin):
+    list_display = ("name", "from_name", "from_email", "reply_to", "created_at")
+    search_fields = ("name", "from_name", "from_email")
+    list_filter = ("created_at",)
+
+
+@admin.register(Layout)
+class LayoutAdmin(admin.ModelAdmin):
+    list_display = ("name", "updated_at")
+    search_fields = ("name",)
+    list_filter = ("updated_at",)
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "subject", "body_format", "layout", "updated_at")
+    search_fields = ("name", "subject")
+    list_filter = ("body_format", "layout")
+
+
+@admin.register(Broadcast)
+class BroadcastAdmin(admin.ModelAdmin):
+    list_display = ("name", "status", "recipients_count", "sent_count", "failed_count", "unknown_count",
+                    "skipped_count", "scheduled_at", "created_at")
+    list_filter = ("status", "track_opens", "track_clicks", "in_subscriber_time_zone", "backend")
+    search_fields = ("name", "subject")
+    filter_horizontal = ("lists",)
+    readonly_fields = ("status", "pause_reason", "recipients_count", "sent_count", "failed_count", "skipped_count",
+                       "unknown_count", "cancelled_count", "created_by", "created_at", "updated_at", "started_at",
+                       "fanned_out_at", "finished_at")
+    actions = ["send_now", "pause", "resume", "cancel"]
+
+    def _each(self, request, queryset, service, done):
+        moved = 0
+        for broadcast in queryset:
+            try:
+                moved += bool(service(broadcast))
+            except broadcasts.BroadcastError as exc:
+                self.message_user(request, f"{broadcast}: {exc}", messages.ERROR)
+        self.message_user(request, f"{moved} broadcast(s) {done}.", messages.SUCCESS if moved else messages.WARNING)
+
+    @admin.action(description="Send the selected broadcasts now")
+    def send_now(self, request, queryset):
+        self._each(request, queryset, broadcasts.send_now, "started")
+
+    @admin.action(description="Pause sending")
+    def pause(self, request, queryset):
+        self._each(request, queryset, lambda b: broadcasts.pause(b, reason=f"Paused by {request.user}"), "paused")
+
+    @admin.action(description="Resume sending")
+    def resume(self, request, queryset):
+        self._each(request, queryset, broadcasts.resume, "resumed")
+
+    @admin.action(description="Cancel (messages not yet sent are cancelled)")
+    def cancel(self, request, queryset):
+        self._each(request, queryset, broadcasts.cancel, "cancelled")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("email", "broadcast", "status", "attempts", "next_attempt_at", "sent_at", "backend")
+    list_filter = ("status", "backend")
+    search_fields = ("=email", "=message_id", "=provider_id")
+    list_select_related = ("broadcast", "backend")
+    raw_id_fields = ("broadcast", "subscriber", "backend")
+    readonly_fields = [f.name for f in Message._meta.fields]
+    show_full_result_count = False  # the ledger holds millions of rows
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Send failed or unknown messages again")
+    def retry(self, request, queryset):
+        n = broadcasts.retry_messages(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{n} message(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(Link)
+class LinkAdmin(admin.ModelAdmin):
+    list_display = ("url", "created_at")
+    search_fields = ("url",)
+    list_filter = ("created_at",)
+    readonly_fields = ("url", "url_hash", "created_at")
