@@ -44,6 +44,7 @@ from .validation import (
     clean_time_zone,
     normalize_email,
     one_line,
+    suppressible_address,
 )
 
 __all__ = [
@@ -247,10 +248,14 @@ def unsubscribe(subscriber, mailing_list=None, *, reason="", ip=None):
 
 
 def suppress(email, *, reason, detail=""):
-    """Never mail this address again. Idempotent: an existing suppression is returned unchanged."""
+    """Never mail this address again. Idempotent: an existing suppression is returned unchanged.
+
+    The address check is looser than a signup's: a bounce or complaint for an
+    address we hold must always be recorded, even one an older import let in.
+    """
     if reason not in REASONS:
         raise ValueError(f"Unknown suppression reason {reason!r}; use one of {sorted(REASONS)}.")
-    email = normalize_email(email).lower()
+    email = suppressible_address(email)
     suppression, _ = Suppression.objects.get_or_create(
         email=email, defaults={"reason": reason, "detail": str(detail or "")[:5000]}
     )

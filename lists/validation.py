@@ -65,6 +65,14 @@ def normalize_email(value):
     return f"{local}@{domain.lower()}"
 
 
+def suppressible_address(value):
+    """Lower-cased address for the suppression list: one line, has an @, fits the column."""
+    value = _text("email", value, max_length=MAX_EMAIL, label="email address").lower()
+    if "@" not in value.strip("@"):
+        raise InvalidSubscriber("email", "Enter a valid email address, such as name@example.com.")
+    return value
+
+
 def clean_name(value):
     return _text("name", value, max_length=MAX_NAME, label="name")
 

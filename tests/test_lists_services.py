@@ -536,3 +536,8 @@ def test_update_subscriber_refuses_an_erased_address(ada):
     with pytest.raises(InvalidSubscriber):
         services.update_subscriber(other, email="ada@example.org")
     assert _row(Subscriber, other.pk)["email"] == "someone@example.org"
+
+
+def test_suppress_records_an_odd_but_plausible_address_from_a_bounce():
+    suppression = services.suppress("Odd..Dots@Example", reason="hard_bounce")
+    assert _row(Suppression, suppression.pk)["email"] == "odd..dots@example"
