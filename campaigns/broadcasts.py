@@ -206,18 +206,23 @@ def _ring_start(broadcast_id):
 # --- Starting: the ledger is written by a worker, not by the web request ------------------------
 
 
-def start(broadcast_id):
-    """Write the ledger of a started broadcast if not done yet, then ring its send slots."""
-    from .sending import ring
-
-    now = timezone.now()
+def write_ledger(broadcast_id):
+    """Write the ledger of a started broadcast unless already written (row-locked, so once)."""
     with transaction.atomic():
         broadcast = (
             Broadcast.objects.select_for_update()
             .filter(pk=broadcast_id, status=Broadcast.SENDING, fanned_out_at__isnull=True).first()
         )
         if broadcast is not None:
-            ledger.fan_out(broadcast, send_at=broadcast.scheduled_at or now)
+            return ledger.fan_out(broadcast, send_at=broadcast.scheduled_at or timezone.now())
+    return 0
+
+
+def start(broadcast_id):
+    """Write the ledger if not done yet, then ring the broadcast's send slots."""
+    from .sending import ring
+
+    write_ledger(broadcast_id)
     if Broadcast.objects.filter(pk=broadcast_id, status=Broadcast.SENDING).exists():
         ring(broadcast_id)
 

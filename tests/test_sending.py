@@ -379,3 +379,28 @@ def test_a_template_that_drops_the_unsubscribe_link_is_refused_with_the_reason(s
     row = broadcast.messages.get()
     assert row.status == "failed" and row.last_response.startswith("Not sent: The message has no visible")
     assert smtp_server.messages == []
+
+
+def test_send_broadcast_command_sends_in_the_foreground_with_progress(smtp_server, newsletter):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    backend_for(smtp_server)
+    audience(newsletter, 4)
+    broadcast = BroadcastFactory(lists=[newsletter])
+    out = StringIO()
+    call_command("send_broadcast", broadcast.pk, "--start", stdout=out)
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.sent_count) == ("sent", 4)
+    assert len(smtp_server.messages) == 4
+    assert "Wrote 4 ledger rows." in out.getvalue()
+    assert out.getvalue().rstrip().endswith("Sent: 100% · sent 4 of 4 · failed 0 · skipped 0 · unknown 0 · pending 0")
+
+
+def test_send_broadcast_command_refuses_a_draft_without_start(newsletter):
+    from django.core.management import CommandError, call_command
+
+    broadcast = BroadcastFactory(lists=[newsletter])
+    with pytest.raises(CommandError, match="is draft, not sending. Use --start"):
+        call_command("send_broadcast", broadcast.pk)
