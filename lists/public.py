@@ -146,6 +146,13 @@ def _json(payload, status=200):
     return _cors(JsonResponse(payload, status=status))
 
 
+def _content_length(request):
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return MAX_JSON_BODY + 1  # unreadable: treat as too large
+
+
 def _json_data(request):
     """Form fields from a urlencoded/multipart POST or a JSON object (as text/plain to stay a simple request)."""
     if request.content_type not in ("application/json", "text/plain"):
@@ -168,7 +175,7 @@ def signup_json(request, public_id):
     mailing_list = MailingList.objects.filter(public_id=public_id).first()
     if mailing_list is None or mailing_list.is_archived:
         return _json({"ok": False, "error": "This list does not accept signups."}, status=404)
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_JSON_BODY:
+    if _content_length(request) > MAX_JSON_BODY:
         return _json({"ok": False, "error": "The request is too large."}, status=413)
     data = _json_data(request)
     if data is None:

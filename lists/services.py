@@ -92,17 +92,21 @@ def is_wiped_address(email):
 
 def _admit(email, source):
     """Refuse an erased address unless its owner signs up again through a form (fresh consent)."""
-    digest = erased_digest(email)
     if source == Subscription.FORM:
-        ErasedAddress.objects.filter(digest=digest).delete()
-        # Their own fresh signup lifts an earlier "unsubscribed from everything"; bounces and complaints stay.
+        # Their own fresh signup lifts an earlier "unsubscribed from everything" (or the confirmation
+        # mail could never reach them); bounces and complaints stay.
         Suppression.objects.filter(email=email.lower(), reason=Suppression.UNSUBSCRIBE).delete()
-    elif ErasedAddress.objects.filter(digest=digest).exists():
+    elif is_erased(email):
         raise InvalidSubscriber(
             "email",
             "This address was erased at its owner's request. It can come back only if they sign up "
             "again themselves through a signup form.",
         )
+
+
+def _forget_erasure(email):
+    """The owner gave fresh, confirmed consent: the erasure marker has done its job."""
+    ErasedAddress.objects.filter(digest=erased_digest(email)).delete()
 
 
 # --- Subscribing -------------------------------------------------------------------------
@@ -122,7 +126,9 @@ def subscribe(mailing_list, email, *, name="", attributes=None, time_zone="", so
 
     GDPR erasure: an address erased with wipe_subscriber() is refused for every
     source except "form", because only the person signing up again gives fresh
-    consent; that signup removes the erasure marker.
+    consent. The erasure marker goes once that consent is confirmed (at once on
+    a single opt-in list, on the confirmation click on a double one), so a
+    stranger typing the address into a form does not reopen it to imports.
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; use one of {sorted(SOURCES)}.")
@@ -135,6 +141,8 @@ def subscribe(mailing_list, email, *, name="", attributes=None, time_zone="", so
         _admit(email, source)
         subscriber = _subscriber_for(email, profile, overwrite=source != Subscription.FORM)
         subscription, wants_mail = _join(subscriber, mailing_list, source, consent, confirmed)
+        if source == Subscription.FORM and subscription.status == Subscription.CONFIRMED:
+            _forget_erasure(email)
     if wants_mail:
         request_confirmation(subscription)
     return subscription
@@ -222,10 +230,13 @@ def confirm(subscription, *, ip=None):
     old confirmation link must not undo a later unsubscribe.
     """
     now = timezone.now()
-    Subscription.objects.filter(pk=subscription.pk, status=Subscription.UNCONFIRMED).update(
-        status=Subscription.CONFIRMED, confirmed_at=now, confirm_ip=clean_ip(ip), updated_at=now
-    )
-    subscription.refresh_from_db()
+    with transaction.atomic():
+        changed = Subscription.objects.filter(pk=subscription.pk, status=Subscription.UNCONFIRMED).update(
+            status=Subscription.CONFIRMED, confirmed_at=now, confirm_ip=clean_ip(ip), updated_at=now
+        )
+        subscription.refresh_from_db()
+        if changed:
+            _forget_erasure(subscription.subscriber.email)
     return subscription
 
 

@@ -491,11 +491,23 @@ def test_an_erased_address_cannot_be_added_back_without_fresh_consent(ada, singl
     assert ErasedAddress.objects.count() == 1
 
 
-def test_a_fresh_form_signup_brings_an_erased_address_back_and_drops_the_marker(ada, double_list):
+def test_a_fresh_form_signup_brings_an_erased_address_back_once_confirmed(ada, double_list, single_list):
     services.wipe_subscriber(ada)
+    # when: someone types the address into a signup form
     subscription = services.subscribe(double_list, "ada@example.org", source="form")
+    # then: it is back, waiting, but imports stay refused until the owner confirms
     assert subscription.status == Subscription.UNCONFIRMED
     assert subscription.subscriber_id != ada.pk
+    with pytest.raises(InvalidSubscriber):
+        services.subscribe(single_list, "ada@example.org", source="import")
+    services.confirm(subscription)
+    assert ErasedAddress.objects.count() == 0
+    assert services.subscribe(single_list, "ada@example.org", source="import").status == Subscription.CONFIRMED
+
+
+def test_a_single_opt_in_form_signup_drops_the_erasure_marker_at_once(ada, single_list):
+    services.wipe_subscriber(ada)
+    services.subscribe(single_list, "ada@example.org", source="form")
     assert ErasedAddress.objects.count() == 0
 
 

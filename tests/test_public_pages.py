@@ -480,3 +480,11 @@ def test_public_urls_are_absolute_and_carry_no_bare_id(reader):
     assert url.startswith("http://testserver/p/")
     assert f"/p/{reader.pk}/" not in url
     assert tokens.subscriber_from_preferences_token(url.rsplit("/", 2)[1]) == reader
+
+
+def test_json_signup_refuses_a_large_body_before_reading_it(client, newsletter):
+    body = json.dumps({"email": "ada@example.org", "name": "x" * public.MAX_JSON_BODY})
+    response = client.post(_signup_url(newsletter, "json"), body, content_type="text/plain")
+    assert response.status_code == 413
+    assert _json(response) == {"ok": False, "error": "The request is too large."}
+    assert Subscriber.objects.count() == 0
