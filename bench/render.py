@@ -185,21 +185,20 @@ def main():
 
 
 def _email_message(f):
-    message = EmailMessage()
-    message["From"] = f"{f['from_name']} <{f['from_email']}>"
-    message["To"] = f"{f['to_name']} <{f['to_email']}>"
-    message["Subject"] = f["subject"]
-    message["Message-ID"] = f["message_id"]
-    message["Reply-To"] = f["reply_to"]
-    for name, value in f["headers"].items():
-        message[name] = value
+    message = _with_headers(EmailMessage(), f)
     message.set_content(f["text"])
     message.add_alternative(f["html"], subtype="html")
     return message.as_bytes()
 
 
 def _email_mime(f):
-    message = MIMEMultipart("alternative")
+    message = _with_headers(MIMEMultipart("alternative"), f)
+    message.attach(MIMEText(f["text"], "plain", "utf-8"))
+    message.attach(MIMEText(f["html"], "html", "utf-8"))
+    return message.as_bytes()
+
+
+def _with_headers(message, f):
     message["From"] = f"{f['from_name']} <{f['from_email']}>"
     message["To"] = f"{f['to_name']} <{f['to_email']}>"
     message["Subject"] = f["subject"]
@@ -207,9 +206,7 @@ def _email_mime(f):
     message["Reply-To"] = f["reply_to"]
     for name, value in f["headers"].items():
         message[name] = value
-    message.attach(MIMEText(f["text"], "plain", "utf-8"))
-    message.attach(MIMEText(f["html"], "html", "utf-8"))
-    return message.as_bytes()
+    return message
 
 
 if __name__ == "__main__":

@@ -43,8 +43,11 @@ SUBJECT_LIMIT = 998  # a subject longer than a header line is not a subject
 BODY_FORMATS = ("html", "markdown", "text")
 _URL_OUTPUT = re.compile(r"\{\{-?\s*\w*url\s*-?\}\}")
 _CONTENT_SLOT = re.compile(r"\{\{-?\s*content\s*-?\}\}")
-_HREF = re.compile(r"""(<a\s[^>]*?\bhref\s*=\s*)(?:"(https?://[^"]*)"|'(https?://[^']*)')""", re.I)
-_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+", re.I)
+_A_HREF = r"<a\s(?:[^>]*?\s)?href\s*=\s*"  # the href of a link, not a data-href
+_HREF = re.compile(rf"""({_A_HREF})(?:"(https?://[^"]*)"|'(https?://[^']*)')""", re.I)
+_LINK = re.compile(rf"""{_A_HREF}(?:"([^"]*)"|'([^']*)')[^>]*>(.*?)</a\s*>""", re.I | re.S)
+# A URL in the text part; it may hold balanced parentheses (…/wiki/Mail_(protocol)).
+_TEXT_URL = re.compile(r"https?://(?:[^\s<>()\"']|\([^\s<>()\"']*\))+", re.I)
 _TRAILING_PUNCTUATION = ".,;:!?"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _BODY_END = re.compile(r"</body\s*>", re.I)
@@ -238,16 +241,16 @@ def prepare(*, subject, body, body_format="html", text_body="", layout=None, inl
     source = _wrap(_to_html(body, body_format), layout)
     html_source, text_source, warnings = _process(source, inline_css)
     html_template = _parse(html_source, HTML_ENV, "layout" if layout else "body")
-    text_template = None
     if text_body.strip():
-        text_template = _parse(text_body, TEXT_ENV, "text_body")
-    elif text_source is not None:
-        text_template = _parse_or_none(text_source)
+        text_source, text_template = text_body, _parse(text_body, TEXT_ENV, "text_body")
+    else:
+        text_source, text_template = _parse_or_none(text_source)
     prepared = Prepared(_static_or(subject, subject_template), html_template,
                         text_template, html_source, tuple(warnings))
+    prepared.text_source = text_source
     # Only a converted heading's underline needs measuring again per message.
-    prepared.fit_underlines = not text_body.strip() and bool(text_template) and bool(
-        _UNDERLINE.search(text_source or ""))
+    prepared.fit_underlines = (not text_body.strip() and text_template is not None
+                               and bool(_UNDERLINE.search(text_source)))
     return prepared
 
 
@@ -300,23 +303,25 @@ def _process(source, inline_css):
     shield = Shield()
     try:
         hidden = hide_in_html(source, shield)
-    except ShieldError:
-        return source, None, ["Liquid inside an element name: the CSS was left as written."]
+    except ShieldError as exc:
+        return source, None, [_not_inlined(exc)]
     html_source = source
     if inline_css:
         try:
             inlined = _drop_implied_tbody(_INLINER.inline(hidden), source)
             html_source = shield.restore(inlined)
             hidden = inlined
-        except (ShieldError, css_inline.InlineError, ValueError):
-            warnings.append(
-                "The CSS could not be inlined around the Liquid tags, so it stays in the "
-                "<style> block; most mail apps still show it.")
+        except (ShieldError, css_inline.InlineError, ValueError) as exc:
+            warnings.append(_not_inlined(exc))
+    # Not strict: tags that stood in attributes other than href (`style="{{ … }}"`,
+    # `<img src="{{ … }}">`) have no place in the text; the parse below checks the rest.
     text = textify.html_to_text(hidden, keep_comment=shield.is_placeholder)
-    try:
-        return html_source, shield.restore(text), warnings
-    except ShieldError:
-        return html_source, None, warnings
+    return html_source, shield.restore(text, strict=False), warnings
+
+
+def _not_inlined(exc):
+    return (f"The CSS was not inlined ({exc}); it stays in the <style> block, "
+            "which most mail apps still apply.")
 
 
 def _drop_implied_tbody(inlined, source):
@@ -331,12 +336,15 @@ def _drop_implied_tbody(inlined, source):
 
 
 def _parse_or_none(text_source):
+    """(source, template) of the generated text, or (None, None) if it does not parse."""
+    if text_source is None:
+        return None, None
     try:
-        return _parse(text_source, TEXT_ENV, "text")
+        return text_source, _parse(text_source, TEXT_ENV, "text")
     except TemplateError:
-        # The HTML's Liquid tags do not survive as text (an {% if %} inside an
-        # attribute): each message's text is then derived from its own HTML.
-        return None
+        # The HTML's Liquid tags do not survive as text (an {% if %} opened inside
+        # an attribute, closed outside): each message's text then comes from its HTML.
+        return None, None
 
 
 # -- rendering per message -----------------------------------------------------------
@@ -350,6 +358,7 @@ class Prepared:
         self._html = html
         self._text = text
         self.html_source = html_source  # after layout and CSS inlining, for previews
+        self.text_source = None  # the text part's template, None when derived per message
         self.warnings = warnings
         self._unescaped = {}  # href as written in the HTML → the URL it means
         self.fit_underlines = False
@@ -461,7 +470,7 @@ def _strip_head(html):
 
 
 def _has_link_to(html, url):
-    for match in re.finditer(r"<a\s[^>]*?\bhref\s*=\s*(?:\"([^\"]*)\"|'([^']*)')[^>]*>(.*?)</a\s*>", html, re.I | re.S):
+    for match in _LINK.finditer(html):
         href = html_lib.unescape(match.group(1) if match.group(1) is not None else match.group(2))
         if href == url and _visible_text(match.group(3)):
             return True

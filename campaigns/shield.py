@@ -24,6 +24,8 @@ import secrets
 
 LIQUID = re.compile(r"\{%.*?%\}|\{\{.*?\}\}", re.S)
 _BLOCK_LINE = re.compile(r"^[ \t]*(\{%.*?%\})[ \t]*$", re.M)
+_BLOCK_NAME = re.compile(r"\{%-?\s*(\w+)")
+_BLOCKS = frozenset({"if", "unless", "for", "case", "capture", "tablerow", "comment", "raw", "ifchanged"})
 _TAG_NAME = re.compile(r"</?([a-zA-Z][a-zA-Z0-9:-]*)")
 # Elements whose content the HTML parser reads as raw text: no comments there.
 _RAW_TEXT = frozenset({"style", "script", "title", "textarea", "xmp", "noembed"})
@@ -209,7 +211,7 @@ def hide_in_html(source, shield):
             run[1] = match.end()
             continue
         if run is not None:
-            out.append(f" {shield.word(source[run[0]:run[1]])} ")
+            out.append(_run_word(source[run[0]:run[1]], shield))
             done, run = run[1], None
         out.append(source[done:match.start()])
         done = match.end()
@@ -222,7 +224,19 @@ def hide_in_html(source, shield):
             if scanner.state == TAG:
                 scanner.value = UNQUOTED  # the tag is (part of) an unquoted value
     if run is not None:
-        out.append(f" {shield.word(source[run[0]:run[1]])} ")
+        out.append(_run_word(source[run[0]:run[1]], shield))
         done = run[1]
     out.append(source[done:])
     return "".join(out)
+
+
+def _run_word(run, shield):
+    """One attribute standing for a run of Liquid among a tag's attributes."""
+    names = [m.group(1) for m in _BLOCK_NAME.finditer(run)]
+    opened = sum(1 for name in names if name in _BLOCKS)
+    closed = sum(1 for name in names if name.startswith("end"))
+    if opened != closed:
+        # `<a {% if x %}href="…">A{% else %}>B{% endif %}`: the tag's end depends
+        # on the branch, which no HTML parser can see.
+        raise ShieldError("a Liquid block opens inside a tag and closes outside it")
+    return f" {shield.word(run)} "

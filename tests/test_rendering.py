@@ -1,7 +1,11 @@
+import re
+
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from campaigns import rendering
 from campaigns.rendering import TemplateError, check_compliance, prepare, validate
+from campaigns.shield import LIQUID
 from campaigns.textify import html_to_text
 
 UNSUBSCRIBE = "https://mail.example.com/u/tok-1"
@@ -253,7 +257,9 @@ def test_remote_stylesheets_are_not_fetched():
 def test_liquid_naming_an_element_leaves_the_css_as_written_with_a_warning():
     body = "<style>p{color:red}</style><{{ subscriber.attributes.tag }}>x</{{ subscriber.attributes.tag }}>"
     prepared = prepare(subject="s", body=body)
-    assert prepared.warnings == ("Liquid inside an element name: the CSS was left as written.",)
+    assert prepared.warnings == (
+        "The CSS was not inlined (a Liquid tag names an element); it stays in the <style> block, "
+        "which most mail apps still apply.",)
     assert prepared.render(context(attributes={"tag": "b"})).html == "<style>p{color:red}</style><b>x</b>"
 
 
@@ -282,6 +288,29 @@ def test_the_text_part_is_generated_from_the_html():
     )
 
 
+def test_the_text_template_is_made_once_even_with_liquid_in_other_attributes():
+    body = ('<p style="color: {{ subscriber.attributes.colour }}">Hi {{ subscriber.first_name }}</p>'
+            '<img src="{{ sender.logo }}" alt="">' + FOOTER)
+    prepared = prepare(subject="s", body=body)
+    assert prepared.text_source == (
+        "Hi {{ subscriber.first_name }}\n\n"
+        "Unsubscribe ({{ unsubscribe_url }}) | Preferences ({{ preferences_url }})\n"
+        "{{ sender.postal_address | newline_to_br }}\n")
+    assert prepared.render(context()).text.startswith("Hi Zoë\n\nUnsubscribe (")
+
+
+def test_a_liquid_block_split_between_a_tag_and_text_is_left_as_written():
+    body = '<a {% if subscriber.attributes.plan == "gold" %}href="https://example.com/gold">Gold{% else %}>Plain{% endif %}</a>'
+    prepared = prepare(subject="s", body=body)
+    assert prepared.warnings == (
+        "The CSS was not inlined (a Liquid block opens inside a tag and closes outside it); "
+        "it stays in the <style> block, which most mail apps still apply.",)
+    assert prepared.html_source == body
+    assert prepared.text_source is None
+    assert prepared.render(context()).text == "Gold (https://example.com/gold)\n"
+    assert prepared.render(context(attributes={"plan": "free"})).text == "Plain\n"
+
+
 def test_the_authors_text_body_is_used_when_given():
     prepared = prepare(subject="s", body="<p>html</p>",
                        text_body="Hi {{ subscriber.first_name | default: 'there' }} & bye\n{{ unsubscribe_url }}")
@@ -306,6 +335,21 @@ def test_rewrite_url_is_called_once_per_distinct_link_and_skips_our_own_links():
     assert 'href="mailto:x@example.com"' in rendered.html and 'href="#top"' in rendered.html
     assert "A (https://t.example/c/1?q=1&r=2) again (https://t.example/c/1?q=1&r=2) B (https://t.example/c/2?q=1&r=2)" in rendered.text
     assert f"Unsubscribe ({UNSUBSCRIBE})" in rendered.text
+
+
+def test_rewrite_url_leaves_data_attributes_alone_and_keeps_parentheses_in_text_urls():
+    body = ('<p><a data-href="https://example.com/data" href="https://en.example.org/wiki/Mail_(protocol)">wiki</a></p>')
+    calls = []
+
+    def rewrite(url):
+        calls.append(url)
+        return "https://t.example/c/1"
+
+    rendered = prepare(subject="s", body=body, inline_css=False,
+                       text_body="See https://en.example.org/wiki/Mail_(protocol).").render(context(), rewrite_url=rewrite)
+    assert calls == ["https://en.example.org/wiki/Mail_(protocol)"]
+    assert rendered.html == '<p><a data-href="https://example.com/data" href="https://t.example/c/1">wiki</a></p>'
+    assert rendered.text == "See https://t.example/c/1.\n"
 
 
 def test_the_open_pixel_goes_just_before_the_end_of_the_body():
@@ -371,3 +415,28 @@ def test_html_to_text_handles_quotes_breaks_rules_tables_and_pre():
     assert html_to_text(html) == (
         "> Quoted\n\na\nb\n\n--------------------\n\n1 2\n3 4\n\n  keep\n    indent\n\nhttps://example.com\n"
     )
+
+
+# -- the Liquid shield under random templates ---------------------------------------------
+
+FRAGMENTS = [
+    "<table>", "</table>", "<tr>", "</tr>", "<td>", "</td>", '<td class="a">', "<p>", "</p>", "text & more",
+    "{% if subscriber.name %}", "{% else %}", "{% endif %}", "{% for i in subscriber.attributes.items %}",
+    "{% endfor %}", "{{ subscriber.name }}", '<a href="{{ unsubscribe_url }}">', "</a>", "<br>",
+    '<td {% if subscriber.name %}class="hot"{% endif %}>', "<style>p { color: red; } td { padding: 2px; }</style>",
+    "<!-- {{ list.name }} -->", '<img src="{{ sender.logo }}" alt="">', "<ul><li>{{ list.name }}</li></ul>",
+]
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.sampled_from(FRAGMENTS), max_size=14))
+def test_inlining_keeps_every_block_tag_in_order_or_leaves_the_template_as_written(parts):
+    source = "".join(parts)
+    try:
+        prepared = prepare(subject="s", body=source)
+    except TemplateError:
+        return  # unbalanced Liquid: refused at save time, as it should be
+    blocks = [tag for tag in LIQUID.findall(source) if tag.startswith("{%")]
+    assert [tag for tag in LIQUID.findall(prepared.html_source) if tag.startswith("{%")] == blocks
+    rendered = prepared.render(context())
+    assert not re.search(r"lq[0-9a-f]{8}n\d+x", rendered.html + rendered.text)  # no placeholder left
