@@ -20,6 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("lists.urls")),
     path("", include("campaigns.urls")),
+    path("", include("campaigns.urls_global")),
 ]
 
 handler403 = "autoresponder.views.permission_denied"

@@ -1,6 +1,11 @@
 from django.urls import path
 
 from . import tracking
+from . import views_broadcasts as broadcasts
+from . import views_preview as previews
+from . import views_sending as sending
+from . import views_settings as senders
+from . import views_templates as templates
 
 app_name = "campaigns"
 urlpatterns = [
@@ -9,4 +14,52 @@ urlpatterns = [
     path("c/<str:token>", tracking.click, name="click"),
     path("o/<str:token>.gif", tracking.open_pixel, name="open_pixel"),
     path("v/<str:token>", tracking.view_in_browser, name="view_in_browser"),
+    # Dashboard: broadcasts
+    path("broadcasts/", broadcasts.broadcast_index, name="broadcast_index"),
+    path("broadcasts/new/", broadcasts.broadcast_create, name="broadcast_create"),
+    path("broadcasts/compose/preview/", broadcasts.compose_preview, name="compose_preview"),
+    path("broadcasts/compose/test/", broadcasts.compose_test, name="compose_test"),
+    path("broadcasts/compose/count/", broadcasts.compose_count, name="compose_count"),
+    path("broadcasts/<int:pk>/", broadcasts.broadcast_detail, name="broadcast_detail"),
+    path("broadcasts/<int:pk>/edit/", broadcasts.broadcast_edit, name="broadcast_edit"),
+    path("broadcasts/<int:pk>/delete/", broadcasts.broadcast_delete, name="broadcast_delete"),
+    path("broadcasts/<int:pk>/preview/", broadcasts.broadcast_preview, name="broadcast_preview"),
+    path("broadcasts/<int:pk>/test/", broadcasts.broadcast_test, name="broadcast_test"),
+    path("broadcasts/<int:pk>/send/", broadcasts.broadcast_send, name="broadcast_send"),
+    path("broadcasts/<int:pk>/schedule/", broadcasts.broadcast_schedule, name="broadcast_schedule"),
+    path("broadcasts/<int:pk>/unschedule/", broadcasts.broadcast_unschedule, name="broadcast_unschedule"),
+    path("broadcasts/<int:pk>/pause/", broadcasts.broadcast_pause, name="broadcast_pause"),
+    path("broadcasts/<int:pk>/resume/", broadcasts.broadcast_resume, name="broadcast_resume"),
+    path("broadcasts/<int:pk>/cancel/", broadcasts.broadcast_cancel, name="broadcast_cancel"),
+    path("broadcasts/<int:pk>/progress/", broadcasts.broadcast_progress, name="broadcast_progress"),
+    # Dashboard: templates and layouts
+    path("templates/", templates.template_index, name="template_index"),
+    path("templates/new/", templates.template_create, name="template_create"),
+    path("templates/compose/preview/", templates.template_draft_preview, name="template_draft_preview"),
+    path("templates/compose/test/", templates.template_draft_test, name="template_draft_test"),
+    path("templates/<int:pk>/", templates.template_detail, name="template_detail"),
+    path("templates/<int:pk>/edit/", templates.template_edit, name="template_edit"),
+    path("templates/<int:pk>/delete/", templates.template_delete, name="template_delete"),
+    path("templates/<int:pk>/preview/", templates.template_preview, name="template_preview"),
+    path("templates/<int:pk>/test/", templates.template_test, name="template_test"),
+    path("templates/layouts/new/", templates.layout_create, name="layout_create"),
+    path("templates/layouts/preview/", templates.layout_draft_preview, name="layout_draft_preview"),
+    path("templates/layouts/<int:pk>/edit/", templates.layout_edit, name="layout_edit"),
+    path("templates/layouts/<int:pk>/delete/", templates.layout_delete, name="layout_delete"),
+    # Dashboard: previews in a sandboxed iframe, the subscriber picker
+    path("previews/subscribers/", previews.subscriber_options, name="subscriber_options"),
+    path("previews/<str:token>/", previews.preview_html, name="preview_html"),
+    # Dashboard: sending backends
+    path("sending/", sending.backend_index, name="backend_index"),
+    path("sending/new/", sending.backend_kind, name="backend_kind"),
+    path("sending/new/<str:kind>/", sending.backend_create, name="backend_create"),
+    path("sending/<int:pk>/", sending.backend_detail, name="backend_detail"),
+    path("sending/<int:pk>/edit/", sending.backend_edit, name="backend_edit"),
+    path("sending/<int:pk>/test/", sending.backend_test, name="backend_test"),
+    path("sending/<int:pk>/toggle/", sending.backend_toggle, name="backend_toggle"),
+    path("sending/<int:pk>/delete/", sending.backend_delete, name="backend_delete"),
+    # Dashboard: sender identities (listed on the settings page, `settings` in urls_global.py)
+    path("settings/senders/new/", senders.sender_create, name="sender_create"),
+    path("settings/senders/<int:pk>/edit/", senders.sender_edit, name="sender_edit"),
+    path("settings/senders/<int:pk>/delete/", senders.sender_delete, name="sender_delete"),
 ]

@@ -1,0 +1,194 @@
+"""
+Dashboard pages for layouts and saved templates. Viewers read and preview;
+editors create, edit, delete and send tests. Saving validates the Liquid
+(campaigns.rendering.validate, through the models' clean()) and shows the line
+and reason of any error; nothing is saved until it parses.
+"""
+
+from types import SimpleNamespace
+
+from django.contrib import messages
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from autoresponder.roles import has_role, role_required
+
+from . import dashboard_services as figures
+from .forms import LayoutForm, TemplateForm
+from .models import Layout, SenderIdentity, Template
+from .views_preview import content_from_post, preview_context, preview_partial, test_send
+
+SAMPLE_BODY = (
+    "<h1>Hello {{ subscriber.first_name | default: \"there\" }},</h1>\n"
+    "<p>This sample shows where each message's content goes in the layout.</p>\n"
+    "<p><a href=\"https://example.com/\">A sample link</a></p>"
+)
+
+
+def _context(request, **extra):
+    return {"can_edit": has_role(request.user, "editor"), "senders": SenderIdentity.objects.all(), **extra}
+
+
+def _sender(value):
+    """The sender a template is previewed and tested with: the one picked, else the first."""
+    value = str(value or "")
+    chosen = SenderIdentity.objects.filter(pk=value).first() if value.isdigit() else None
+    return chosen or SenderIdentity.objects.first()
+
+
+def _template_draft(content, sender_id):
+    return figures.draft(sender=_sender(sender_id), **content)
+
+
+def _content_of(template):
+    return {"subject": template.subject, "body": template.body, "body_format": template.body_format,
+            "text_body": template.text_body, "layout": template.layout}
+
+
+@role_required("viewer")
+def template_index(request):
+    templates = Template.objects.select_related("layout")
+    layouts = Layout.objects.annotate(used=Count("template", distinct=True))
+    return render(request, "campaigns/templates/index.html", _context(request, templates=templates, layouts=layouts))
+
+
+# --- Templates --------------------------------------------------------------------------------
+
+
+@role_required("viewer")
+def template_detail(request, pk):
+    template = get_object_or_404(Template.objects.select_related("layout"), pk=pk)
+    draft = _template_draft(_content_of(template), request.GET.get("preview_sender"))
+    return render(request, "campaigns/templates/detail.html", _context(
+        request, template=template, **preview_context(request, draft),
+    ))
+
+
+@role_required("viewer")
+def template_preview(request, pk):
+    """The preview partial of a saved template (GET: for a picked subscriber and sender)."""
+    template = get_object_or_404(Template.objects.select_related("layout"), pk=pk)
+    return preview_partial(request, _template_draft(_content_of(template), request.GET.get("preview_sender")))
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def template_create(request):
+    return _template_form(request, Template())
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def template_edit(request, pk):
+    return _template_form(request, get_object_or_404(Template, pk=pk))
+
+
+def _template_form(request, template):
+    is_new = template.pk is None
+    form = TemplateForm(request.POST or None, instance=template)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        messages.success(request, f"Template “{saved.name}” {'created' if is_new else 'saved'}.")
+        return redirect("campaigns:template_detail", pk=saved.pk)
+    return render(request, "campaigns/templates/form.html", _context(
+        request, form=form, template=None if is_new else template,
+    ))
+
+
+@role_required("editor")
+@require_POST
+def template_draft_preview(request):
+    """Live preview of the editor's unsaved fields (htmx, debounced)."""
+    return preview_partial(request, _template_draft(content_from_post(request.POST), request.POST.get("preview_sender")))
+
+
+@role_required("editor")
+@require_POST
+def template_draft_test(request):
+    """A test send of the editor's unsaved fields."""
+    draft = _template_draft(content_from_post(request.POST), request.POST.get("preview_sender"))
+    if draft.sender is figures.SAMPLE_SENDER:
+        return test_send_refused(request, reverse("campaigns:template_index"))
+    return test_send(request, draft, back_url=reverse("campaigns:template_index"))
+
+
+@role_required("editor")
+@require_POST
+def template_test(request, pk):
+    template = get_object_or_404(Template.objects.select_related("layout"), pk=pk)
+    back = reverse("campaigns:template_detail", args=[pk])
+    draft = _template_draft(_content_of(template), request.POST.get("preview_sender"))
+    if draft.sender is figures.SAMPLE_SENDER:
+        return test_send_refused(request, back)
+    return test_send(request, draft, back_url=back)
+
+
+def test_send_refused(request, back_url):
+    text = "Add a sender identity under Settings first: a test is sent from it."
+    if not request.htmx:
+        messages.error(request, text)
+        return redirect(back_url)
+    return render(request, "campaigns/_test_result.html", {"ok": False, "text": text})
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def template_delete(request, pk):
+    template = get_object_or_404(Template, pk=pk)
+    if request.method == "POST":
+        template.delete()
+        messages.success(request, f"Template “{template.name}” deleted. Broadcasts made from it keep their content.")
+        return redirect("campaigns:template_index")
+    return render(request, "campaigns/templates/delete.html", _context(request, object=template, kind="template"))
+
+
+# --- Layouts ----------------------------------------------------------------------------------
+
+
+def _layout_draft(html, sender_id, pk=None):
+    layout = SimpleNamespace(pk=pk, html=html)
+    return figures.draft(sender=_sender(sender_id), subject="Layout preview", body=SAMPLE_BODY, layout=layout)
+
+
+@role_required("editor")
+@require_POST
+def layout_draft_preview(request):
+    draft = _layout_draft(request.POST.get("html", ""), request.POST.get("preview_sender"))
+    return preview_partial(request, draft, check=False)
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def layout_create(request):
+    return _layout_form(request, Layout())
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def layout_edit(request, pk):
+    return _layout_form(request, get_object_or_404(Layout, pk=pk))
+
+
+def _layout_form(request, layout):
+    is_new = layout.pk is None
+    form = LayoutForm(request.POST or None, instance=layout)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        messages.success(request, f"Layout “{saved.name}” {'created' if is_new else 'saved'}.")
+        return redirect("campaigns:template_index")
+    return render(request, "campaigns/templates/layout_form.html", _context(
+        request, form=form, layout=None if is_new else layout,
+    ))
+
+
+@role_required("editor")
+@require_http_methods(["GET", "POST"])
+def layout_delete(request, pk):
+    layout = get_object_or_404(Layout, pk=pk)
+    if request.method == "POST":
+        layout.delete()
+        messages.success(request, f"Layout “{layout.name}” deleted. Templates and broadcasts that used it now have none.")
+        return redirect("campaigns:template_index")
+    return render(request, "campaigns/templates/delete.html", _context(request, object=layout, kind="layout"))
