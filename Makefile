@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test check-python services bench-import bench-send bench-schedule bench-track bench-dashboard bench-api clean
+.PHONY: run test check-python services clean
+# bench-<name> targets are a pattern rule (pattern rules never apply to .PHONY names).
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Autoresponder needs Python 3.11 or newer; found " + sys.version.split()[0])'
