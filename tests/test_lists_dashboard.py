@@ -369,3 +369,35 @@ def test_overview_shows_subscriber_figures(victor_client, ada, newsletter):
 def test_navigation_shows_lists_and_subscribers(victor_client):
     labels = [item["label"] for item in victor_client.get(reverse("home")).context["nav"]]
     assert "Lists" in labels and "Subscribers" in labels
+
+
+# --- In a real browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_list_and_subscriber_pages_in_a_browser(page, live_server, bob):
+    from playwright.sync_api import expect
+
+    from tests.browser import sign_in
+    from tests.conftest import PASSWORD
+
+    newsletter = MailingListFactory(name="Weekly Letter")
+    for email in ("ada@example.org", "grace@example.org"):
+        SubscriptionFactory(mailing_list=newsletter, subscriber__email=email)
+    sign_in(page, live_server, "bob", PASSWORD)
+    # the list page shows the snippet with its copy button
+    page.goto(f"{live_server.url}/lists/{newsletter.pk}/")
+    assert f"/s/{newsletter.public_id}/embed" in page.locator("#embed-snippet").input_value()
+    assert page.get_by_role("button", name="Copy the HTML").is_visible()
+    # the subscriber search filters the table in place (htmx)
+    page.goto(f"{live_server.url}/subscribers/")
+    page.get_by_label("Search").fill("grace")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#subscriber-table tbody tr")).to_have_count(1)
+    assert page.locator("#subscriber-table tbody tr").inner_text().startswith("grace@example.org")
+    # tags are added in place too
+    page.locator("#subscriber-table a", has_text="grace@example.org").click()
+    page.get_by_label("Add tags").fill("vip")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#subscriber-tags .badge")).to_have_text(["vip"])

@@ -488,3 +488,27 @@ def test_json_signup_refuses_a_large_body_before_reading_it(client, newsletter):
     assert response.status_code == 413
     assert _json(response) == {"ok": False, "error": "The request is too large."}
     assert Subscriber.objects.count() == 0
+
+
+# --- In a real browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_signup_in_a_browser_under_the_strict_csp(page, live_server):
+    # given: a list with its own colour, seen on a phone-sized screen
+    newsletter = MailingListFactory(name="Weekly Letter", accent_color="#aa0000")
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(f"{live_server.url}/s/{newsletter.public_id}/")
+    # then: the list's stylesheet applied and the honeypot is out of sight
+    button = page.get_by_role("button", name="Subscribe")
+    assert button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(170, 0, 0)"
+    assert page.locator(".hp").bounding_box()["x"] < 0
+    # when: a person signs up
+    page.get_by_label("Email address").fill("ada@example.org")
+    page.get_by_label("Name").fill("Ada")
+    button.click()
+    page.wait_for_load_state("networkidle")
+    # then
+    assert "Check your inbox" in page.locator(".done").inner_text()
+    assert Subscription.objects.get().subscriber.email == "ada@example.org"
