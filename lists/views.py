@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponder.roles import has_role, role_required
 
 from . import services
-from .forms import AddSubscriberForm, MailingListForm, SubscriberForm, TagForm
+from .forms import AddSubscriberForm, MailingListForm, SubscriberForm, TagForm, custom_fields
 from .models import MailingList, Subscriber, Subscription, Suppression, Tag
 from .public import embed_snippet
 
@@ -116,6 +116,7 @@ def list_detail(request, pk):
         signup_url=settings.SITE_URL + reverse("lists:public_signup", args=[public_id]),
         json_url=settings.SITE_URL + reverse("lists:public_signup_json", args=[public_id]),
         snippet=embed_snippet(mailing_list),
+        fields=custom_fields(mailing_list),
         import_url=_optional_url("lists:import_start", pk),
         export_url=_optional_url("lists:export_list", pk),
         add_form=AddSubscriberForm(),
