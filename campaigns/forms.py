@@ -257,12 +257,12 @@ class SenderIdentityForm(OneLineMixin, forms.ModelForm):
                   "reply_to": "Reply-To address", "postal_address": "Postal address"}
         widgets = {"postal_address": forms.Textarea(attrs={"rows": 3})}
         help_texts = {"reply_to": "Optional: where replies go, if not to the From address."}
-
-    def clean_postal_address(self):
-        value = self.cleaned_data["postal_address"].strip()
-        if not value:
-            raise forms.ValidationError("Enter the postal address printed in every footer.")
-        return value
+        error_messages = {
+            "name": {"required": "Give this sender a name you will recognise, e.g. Newsletter."},
+            "from_name": {"required": "Enter the name your subscribers see, e.g. your shop's name."},
+            "from_email": {"required": "Enter the address messages come from."},
+            "postal_address": {"required": "Enter the postal address printed in every footer."},
+        }
 
 
 # --- Layouts and templates ---------------------------------------------------------------
