@@ -96,13 +96,15 @@ def list_edit(request, pk):
 
 
 def _optional_url(name, pk):
-    """A URL another part of the app may or may not provide yet (import/export)."""
-    for args in ([pk], []):
-        try:
-            return reverse(name, args=args)
-        except NoReverseMatch:
-            continue
-    return None
+    """A URL another part of the app may or may not provide yet (import/export), for list `pk`."""
+    try:
+        return reverse(name, args=[pk])
+    except NoReverseMatch:
+        pass
+    try:
+        return f"{reverse(name)}?list={pk}"
+    except NoReverseMatch:
+        return None
 
 
 @role_required("viewer")

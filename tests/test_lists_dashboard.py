@@ -169,6 +169,7 @@ def test_list_detail_shows_counts_signup_url_and_the_snippet_to_copy(victor_clie
 def test_optional_links_are_left_out_until_their_page_exists():
     assert views._optional_url("lists:no_such_page", 1) is None
     assert views._optional_url("lists:list_detail", 7) == "/lists/7/"
+    assert views._optional_url("lists:subscriber_index", 7) == "/subscribers/?list=7"
 
 
 def test_list_index_shows_counts_per_list(victor_client, newsletter, ada):
