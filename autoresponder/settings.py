@@ -124,6 +124,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "anymail",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "autoresponder.apps.AutoresponderConfig",
     "lists",
     "campaigns",
@@ -288,6 +293,50 @@ try:
     ENCRYPTION_KEY = env.str("ENCRYPTION_KEY", default="") or SECRET_KEY
 except (ImproperlyConfigured, OSError) as exc:
     fail(f"ENCRYPTION_KEY: {exc}")
+
+# --- REST API (autoresponder/api.py) and REST hooks (campaigns/hooks.py) ----------------
+
+REST_FRAMEWORK = {
+    # Tokens for other systems (Authorization: Token <key>); the session (with CSRF) for the browser.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["autoresponder.api_base.RolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "autoresponder.api_base.CursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["autoresponder.api_base.TokenThrottle"],
+    # Requests per token (per user for the browser session) and minute, by scope.
+    "DEFAULT_THROTTLE_RATES": {
+        "read": f"{env_int('API_READ_PER_MINUTE', 1200)}/min",
+        "write": f"{env_int('API_WRITE_PER_MINUTE', 300)}/min",
+        "bulk": f"{env_int('API_BULK_PER_MINUTE', 60)}/min",
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "autoresponder.api_base.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Autoresponder API",
+    "DESCRIPTION": "Lists, subscribers, content, broadcasts, sequences and REST hooks. "
+                   "Authenticate with `Authorization: Token <key>` (create a key under API in the dashboard).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {},
+}
+# Hook targets on loopback are refused in production (SSRF); tests and local development allow them.
+HOOKS_ALLOW_LOOPBACK = env_bool("HOOKS_ALLOW_LOOPBACK", default=DEBUG or TESTING)
 
 # --- Auth, sessions, security ---------------------------------------------------------
 

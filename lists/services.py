@@ -17,23 +17,17 @@ Subscription status follows these rules (see subscribe()):
   its subscription is recorded (the send engine re-checks suppression anyway).
 """
 
-import logging
 import secrets
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from email.utils import formataddr
-from liquid import Environment
-from liquid.exceptions import LiquidError
 
-from . import tokens
+from . import confirmation, events, tokens
 from .models import ErasedAddress, MailingList, Subscriber, Subscription, Suppression, Tag
 from .validation import (
     InvalidSubscriber,
@@ -52,8 +46,6 @@ __all__ = [
     "tag", "untag", "update_subscriber", "delete_subscriber", "wipe_subscriber", "export_subscriber",
     "request_confirmation", "deliver_confirmation", "find_subscriber", "erased_digest", "is_erased", "is_wiped_address",
 ]
-
-log = logging.getLogger(__name__)
 
 ERASED_SALT = "lists.erased-address"
 ERASED_DOMAIN = "invalid"  # RFC 2606: never resolves, so a wiped row can never be mailed
@@ -153,7 +145,9 @@ def _subscriber_for(email, profile, *, overwrite):
     if subscriber is None:
         try:
             with transaction.atomic():
-                return Subscriber.objects.create(email=email, **profile)
+                subscriber = Subscriber.objects.create(email=email, **profile)
+                events.publish(events.SUBSCRIBER_CREATED, lambda: [events.created_payload(subscriber)])
+                return subscriber
         except IntegrityError:  # another request created the same address a moment ago
             subscriber = find_subscriber(email)
             if subscriber is None:
@@ -201,8 +195,10 @@ def _join(subscriber, mailing_list, source, consent, confirmed):
     subscription, created = Subscription.objects.get_or_create(
         subscriber=subscriber, mailing_list=mailing_list, defaults=_signup_fields(rule(None), source, consent)
     )
+    previous = None
     if not created:
         subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        previous = subscription.status
         status = rule(subscription.status)
         if status == subscription.status != Subscription.UNCONFIRMED:
             return subscription, False  # confirmed stays as it was; an import leaves an unsubscribe alone
@@ -210,6 +206,8 @@ def _join(subscriber, mailing_list, source, consent, confirmed):
             setattr(subscription, field, value)
         subscription.save()
     subscription.subscriber, subscription.mailing_list = subscriber, mailing_list
+    if subscription.status == Subscription.CONFIRMED and previous != Subscription.CONFIRMED:
+        events.publish(events.SUBSCRIPTION_CONFIRMED, lambda: [events.subscription_payload(subscription)])
     return subscription, subscription.status == Subscription.UNCONFIRMED
 
 
@@ -237,6 +235,7 @@ def confirm(subscription, *, ip=None):
         subscription.refresh_from_db()
         if changed:
             _forget_erasure(subscription.subscriber.email)
+            events.publish(events.SUBSCRIPTION_CONFIRMED, lambda: [events.subscription_payload(subscription)])
     return subscription
 
 
@@ -249,10 +248,18 @@ def unsubscribe(subscriber, mailing_list=None, *, reason="", ip=None):
     if mailing_list is not None:
         pending = pending.filter(mailing_list=mailing_list)
     now = timezone.now()
-    return pending.update(
-        status=Subscription.UNSUBSCRIBED, unsubscribed_at=now, unsubscribe_reason=one_line(reason, 200),
-        unsubscribe_ip=clean_ip(ip), updated_at=now,
-    )
+    with transaction.atomic():
+        # The rows are locked and named first, so each one changed is announced exactly once.
+        ids = list(pending.select_for_update().values_list("pk", flat=True))
+        changed = Subscription.objects.filter(pk__in=ids).update(
+            status=Subscription.UNSUBSCRIBED, unsubscribed_at=now, unsubscribe_reason=one_line(reason, 200),
+            unsubscribe_ip=clean_ip(ip), updated_at=now,
+        )
+        events.publish(events.SUBSCRIPTION_UNSUBSCRIBED, lambda: [
+            events.subscription_payload(s)
+            for s in Subscription.objects.filter(pk__in=ids).select_related("subscriber", "mailing_list")
+        ])
+    return changed
 
 
 # --- Suppression -------------------------------------------------------------------------
@@ -342,7 +349,9 @@ def _new_address(subscriber, email):
 
 def delete_subscriber(subscriber):
     """Delete the subscriber and their subscriptions (campaign statistics keep their rows)."""
-    subscriber.delete()
+    with transaction.atomic():
+        events.publish(events.SUBSCRIBER_DELETED, lambda: [events.deleted_payload(subscriber, erased=False)])
+        subscriber.delete()
 
 
 def wipe_subscriber(subscriber):
@@ -359,6 +368,7 @@ def wipe_subscriber(subscriber):
     with transaction.atomic():
         address = subscriber.email
         if not is_wiped_address(address):
+            events.publish(events.SUBSCRIBER_DELETED, lambda: [events.deleted_payload(subscriber, erased=True)])
             ErasedAddress.objects.get_or_create(digest=erased_digest(address))
             Suppression.objects.filter(email=address.lower()).delete()
         subscriber.email = f"erased-{secrets.token_hex(12)}@{ERASED_DOMAIN}"
@@ -445,67 +455,6 @@ def _take_confirmation_slot(email):
     return any(cache.add(f"confirm:day:{ident}:{slot}", 1, timeout=86400) for slot in range(CONFIRMATIONS_PER_DAY))
 
 
-class _Liquid(Environment):
-    """Marketers' templates: python-liquid, with limits so a template cannot run away."""
-
-    loop_iteration_limit = 1000
-    output_stream_limit = 100_000
-
-
-_liquid = _Liquid()
-
-
-def render_template(source, context):
-    """Render a marketer's Liquid template; raises liquid.exceptions.LiquidError."""
-    return _liquid.from_string(source).render(**context)
-
-
-def _render(source, fallback, context):
-    try:
-        return render_template(source, context)
-    except LiquidError as exc:
-        log.warning("Confirmation template failed (%s); using the default text.", exc)
-        return render_template(fallback, context)
-
-
-def _field_default(name):
-    return MailingList._meta.get_field(name).default
-
-
-def template_context(mailing_list, subscriber, url):
-    """What a confirmation template can use: plain dicts, never model objects."""
-    return {
-        "list": {"name": mailing_list.name, "description": mailing_list.description,
-                 "from_name": mailing_list.from_name},
-        "subscriber": {"email": subscriber.email, "name": subscriber.name, "attributes": subscriber.attributes},
-        "confirm_url": url,
-    }
-
-
-def build_confirmation(subscription):
-    """The confirmation EmailMessage for `subscription`, rendered from the list's texts."""
-    mailing_list, subscriber = subscription.mailing_list, subscription.subscriber
-    url = tokens.confirm_url(subscription)
-    context = template_context(mailing_list, subscriber, url)
-    subject = _render(mailing_list.confirmation_subject, _field_default("confirmation_subject"), context)
-    body = _render(mailing_list.confirmation_body, _field_default("confirmation_body"), context)
-    if url not in body:  # the one thing this mail must carry
-        body = f"{body.rstrip()}\n\n{url}\n"
-    return EmailMultiAlternatives(
-        subject=one_line(subject, 200) or _field_default("confirmation_subject"),
-        body=body,
-        from_email=_sender(mailing_list),
-        to=[subscriber.email],
-        reply_to=[mailing_list.reply_to] if mailing_list.reply_to else None,
-    )
-
-
-def _sender(mailing_list):
-    if not mailing_list.from_email:
-        return settings.DEFAULT_FROM_EMAIL
-    return formataddr((one_line(mailing_list.from_name, 200), mailing_list.from_email))
-
-
 def deliver_confirmation(subscription_id):
     """Send the confirmation mail now (the Celery task's body); returns whether it was sent.
 
@@ -525,7 +474,7 @@ def deliver_confirmation(subscription_id):
     if claimed != 1:
         return False  # another worker got there first
     try:
-        build_confirmation(subscription).send()
+        confirmation.build_confirmation(subscription).send()
     except Exception:
         Subscription.objects.filter(pk=subscription_id, confirmation_sent_at=now).update(confirmation_sent_at=previous)
         raise

@@ -1,0 +1,148 @@
+"""
+The REST API's shared building blocks: who may call what (the dashboard's
+roles), paging, per-token throttling and how domain errors become answers.
+
+Roles work as in the dashboard (autoresponder.roles): reads need `read_role`
+(viewer by default), writes `write_role` (editor by default); a view can name
+a stronger role for one action in `action_roles` (a GDPR wipe, say). A token
+acts as its user, so it carries that user's role, and losing the role takes
+the token's rights with it at once. A user without a role (mallory) gets 403.
+
+Errors: every domain error a service raises (lists' InvalidSubscriber, a
+Django ValidationError from a model's clean(), a BroadcastError, …) becomes a
+400 with the field it concerns, never a 500; unknown ids are 404.
+"""
+
+import hashlib
+import time
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, pagination, permissions, serializers, throttling
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from . import ratelimit
+from .roles import has_role
+
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
+
+
+# --- Permissions -----------------------------------------------------------------------
+
+
+def required_role(request, view):
+    """The role this request needs on `view`."""
+    action = getattr(view, "action", None)
+    roles = getattr(view, "action_roles", {})
+    if action in roles:
+        return roles[action]
+    if request.method in permissions.SAFE_METHODS:
+        return getattr(view, "read_role", "viewer")
+    return getattr(view, "write_role", "editor")
+
+
+class RolePermission(permissions.BasePermission):
+    """Signed in (token or session), and at least the role the view asks for this request."""
+
+    message = "Your account does not have the role this needs; ask an owner to grant it."
+
+    def has_permission(self, request, view):
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return has_role(request.user, required_role(request, view))
+
+
+# --- Paging -------------------------------------------------------------------------------
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Opaque cursors: stable under inserts and no COUNT over a million rows."""
+
+    ordering = "-id"
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+# --- Throttling ---------------------------------------------------------------------------
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate):
+    """'300/min' -> (300, 60)."""
+    count, _, period = rate.partition("/")
+    return int(count), _PERIODS[period.strip()[0]]
+
+
+class TokenThrottle(throttling.BaseThrottle):
+    """Fixed-window limits per token (per user for a browser session), by scope.
+
+    The scope is the view's `throttle_scope` when it sets one (the bulk upsert
+    does), else "read" for GET/HEAD/OPTIONS and "write" for the rest; rates are
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]. Counted in the shared cache
+    (autoresponder.ratelimit), so the limit holds across every web process.
+    """
+
+    def allow_request(self, request, view):
+        scope = getattr(view, "throttle_scope", None)
+        if scope is None:
+            scope = "read" if request.method in permissions.SAFE_METHODS else "write"
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
+        if not rate:
+            return True
+        limit, self.window = parse_rate(rate)
+        return ratelimit.hit(f"api-{scope}", self.ident(request), limit=limit, window=self.window)
+
+    def ident(self, request):
+        key = getattr(request.auth, "key", None)
+        if key:
+            return "token:" + hashlib.sha256(key.encode()).hexdigest()
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return "ip:" + ratelimit.client_ip(request)
+
+    def wait(self):
+        return self.window - time.time() % self.window
+
+
+# --- Errors -------------------------------------------------------------------------------
+
+
+def field_errors(exc):
+    """{field: [messages]} for a Django ValidationError."""
+    if hasattr(exc, "error_dict"):
+        return {NON_FIELD if k == "__all__" else k: [str(m) for m in v] for k, v in exc.message_dict.items()}
+    return {NON_FIELD: [str(m) for m in exc.messages]}
+
+
+class DomainError(exceptions.ValidationError):
+    """A 400 whose body names the field a service complained about."""
+
+    def __init__(self, field, message):
+        super().__init__({field or NON_FIELD: [str(message)]})
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus: Django ValidationError and services' errors as 400s."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(field_errors(exc))
+    elif getattr(exc, "field", None) is not None and isinstance(exc, ValueError):
+        exc = DomainError(exc.field, getattr(exc, "message", str(exc)))  # lists.validation.InvalidSubscriber
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found: there is nothing with this id.")
+    return drf_exception_handler(exc, context)
+
+
+# --- Serializer helpers -------------------------------------------------------------------
+
+
+class StrictSerializerMixin:
+    """Refuse fields the serializer does not know, so a typo is a 400 instead of silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
