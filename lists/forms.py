@@ -6,7 +6,7 @@ import re
 from django import forms
 from liquid.exceptions import LiquidError
 
-from . import services
+from . import confirmation
 from .models import MailingList, Subscriber
 from .validation import InvalidSubscriber, clean_attributes, clean_name, clean_tag, clean_time_zone, normalize_email
 
@@ -186,12 +186,12 @@ class MailingListForm(forms.ModelForm):
 
 
 def _check_template(source):
-    sample = services.template_context(
+    sample = confirmation.template_context(
         MailingList(name="Sample list"), Subscriber(email="reader@example.org", name="Reader"),
         "https://example.org/c/sample/",
     )
     try:
-        services.render_template(source, sample)
+        confirmation.render_template(source, sample)
     except LiquidError as exc:
         raise forms.ValidationError(f"This template has an error: {exc}")
     return source
