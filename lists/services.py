@@ -27,8 +27,8 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import confirmation, events, tokens
-from .models import ErasedAddress, MailingList, Subscriber, Subscription, Suppression, Tag
+from . import confirmation, events
+from .models import ErasedAddress, Subscriber, Subscription, Suppression, Tag
 from .validation import (
     InvalidSubscriber,
     clean_attributes,
