@@ -167,12 +167,17 @@ def list_add_subscriber(request, pk):
 
 
 def _filters(request):
-    """The index filters from the query string; unknown values are dropped, never an error."""
+    """The index filters from the query string; malformed values are dropped, never an error.
+
+    Returns (filters, matches_nobody): a list id or tag name that names nothing matches nobody.
+    """
     params = request.GET
-    mailing_list = MailingList.objects.filter(pk=params.get("list")).first() if params.get("list", "").isdigit() else None
-    tag = Tag.objects.filter(name=params.get("tag", "")).first() if params.get("tag") else None
+    list_id, tag_name = params.get("list", ""), params.get("tag", "").strip()
+    mailing_list = MailingList.objects.filter(pk=list_id).first() if list_id.isdigit() else None
+    tag = Tag.objects.filter(name=tag_name).first() if tag_name else None
     status = params.get("status") if params.get("status") in STATUSES else None
-    return {"query": params.get("q", "").strip()[:200], "mailing_list": mailing_list, "status": status, "tag": tag}
+    filters = {"query": params.get("q", "").strip()[:200], "mailing_list": mailing_list, "status": status, "tag": tag}
+    return filters, (list_id.isdigit() and mailing_list is None) or (tag_name and tag is None)
 
 
 def _page_after(queryset, after):
@@ -189,14 +194,16 @@ def _page_after(queryset, after):
 def subscriber_index(request):
     from .search import search_subscribers
 
-    filters = _filters(request)
+    filters, matches_nobody = _filters(request)
+    found = Subscriber.objects.none() if matches_nobody else search_subscribers(**filters)
     after = request.GET.get("after", "")
-    subscribers, next_after = _page_after(search_subscribers(**filters), int(after) if after.isdigit() else None)
+    subscribers, next_after = _page_after(found, int(after) if after.isdigit() else None)
     query = request.GET.copy()
     query.pop("after", None)
     context = _context(
-        request, subscribers=subscribers, filters=filters, next_after=next_after, is_first_page=not after,
-        base_query=query.urlencode(), lists=MailingList.objects.order_by("name"), statuses=Subscription.STATUS_CHOICES,
+        request, subscribers=subscribers, filters=filters, tag_name=request.GET.get("tag", ""),
+        next_after=next_after, is_first_page=not after, base_query=query.urlencode(),
+        lists=MailingList.objects.order_by("name"), statuses=Subscription.STATUS_CHOICES,
     )
     template = "lists/_subscriber_table.html" if request.htmx else "lists/subscriber_index.html"
     return render(request, template, context)

@@ -256,6 +256,8 @@ def test_subscriber_index_filters_by_list_status_tag_and_search(victor_client, n
     assert emails(q="ada") == ["ada@example.org"]
     assert emails(q="nobody") == []
     assert emails(list="junk", status="junk") == ["grace@example.org", "ada@example.org"]
+    assert emails(tag="no-such-tag") == []
+    assert emails(list=offers.pk + 100) == []
 
 
 def test_subscriber_index_answers_htmx_with_the_table_only(victor_client, ada):
