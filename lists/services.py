@@ -438,7 +438,8 @@ def request_confirmation(subscription):
     if is_suppressed(subscriber.email) or not _take_confirmation_slot(subscriber.email):
         return False
     subscription_id = subscription.pk
-    transaction.on_commit(lambda: send_confirmation.delay(subscription_id))
+    # robust: a broker outage must not turn a recorded signup into an error page; the person can ask again.
+    transaction.on_commit(lambda: send_confirmation.delay(subscription_id), robust=True)
     return True
 
 
