@@ -17,10 +17,10 @@ import hashlib
 import time
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.forms.models import model_to_dict
 from django.http import Http404
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.settings import api_settings
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import ratelimit
 from .roles import has_role
@@ -125,6 +125,9 @@ class DomainError(exceptions.ValidationError):
 
 def exception_handler(exc, context):
     """DRF's handler, plus: Django ValidationError and services' errors as 400s."""
+    # Imported here: rest_framework.views imports this module's RolePermission through the settings.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(field_errors(exc))
     elif getattr(exc, "field", None) is not None and isinstance(exc, ValueError):
@@ -146,3 +149,50 @@ class StrictSerializerMixin:
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class FormSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    """A ModelSerializer whose input is checked by the dashboard's Django form (Meta.form_class),
+    so the API accepts exactly what the dashboard accepts and saves it the same way.
+
+    `form_data(attrs)` turns the serializer's attributes into the form's data on top of the
+    instance's current values (a PATCH changes only what it names); `form_kwargs()` adds
+    constructor arguments. create() and update() save through form.save().
+    """
+
+    def form_kwargs(self):
+        return {}
+
+    def initial_form_data(self):
+        """The instance's values; for a new object, the model's defaults (what a blank dashboard form shows)."""
+        instance = self.instance if self.instance is not None else self.Meta.model()
+        return model_to_dict(instance, fields=self.Meta.form_class._meta.fields)
+
+    def form_data(self, attrs):
+        data = self.initial_form_data()
+        data.update({name: _form_value(value) for name, value in attrs.items()})
+        return {name: value for name, value in data.items() if value is not None}
+
+    def validate(self, attrs):
+        self.form = self.Meta.form_class(self.form_data(attrs), instance=self.instance, **self.form_kwargs())
+        if not self.form.is_valid():
+            raise serializers.ValidationError(
+                {NON_FIELD if k == "__all__" else k: [e["message"] for e in v]
+                 for k, v in self.form.errors.get_json_data().items()}
+            )
+        return attrs
+
+    def create(self, validated_data):
+        return self.form.save()
+
+    def update(self, instance, validated_data):
+        return self.form.save()
+
+
+def _form_value(value):
+    """A serializer value as form data: model instances by primary key, lists element-wise."""
+    if isinstance(value, (list, tuple)):
+        return [_form_value(v) for v in value]
+    if hasattr(value, "_meta") and hasattr(value, "pk"):
+        return value.pk
+    return value

@@ -333,7 +333,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "SubscriberStatusEnum": "lists.models.Subscriber.STATUS_CHOICES",
+        "SubscriptionStatusEnum": "lists.models.Subscription.STATUS_CHOICES",
+        "BroadcastStatusEnum": "campaigns.models.Broadcast.STATUS_CHOICES",
+    },
 }
 # Hook targets on loopback are refused in production (SSRF); tests and local development allow them.
 HOOKS_ALLOW_LOOPBACK = env_bool("HOOKS_ALLOW_LOOPBACK", default=DEBUG or TESTING)

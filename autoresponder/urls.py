@@ -18,6 +18,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
     path("admin/", admin.site.urls),
+    path("api/", include("autoresponder.api")),
     path("", include("lists.urls")),
     path("", include("campaigns.urls")),
     path("", include("campaigns.urls_global")),

@@ -1,0 +1,218 @@
+"""
+The REST API for what is sent: sender identities, layouts, templates,
+broadcasts (create, schedule, send, pause, resume, cancel, statistics) and
+sending backends (secrets are write-only). Input is checked by the dashboard's
+forms (campaigns/forms.py) and every state change is a campaigns.broadcasts
+service call; serializers are in api_serializers.py. Sequences are in
+api_sequences.py, hooks in api_hooks.py.
+
+Roles as in the dashboard: viewers read; editors write content and
+broadcasts; admins write sender identities and backends.
+"""
+
+import django_filters
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from autoresponder.api_base import DomainError
+
+from . import backends as transports
+from . import broadcasts as service
+from .api_serializers import (
+    BackendSerializer,
+    BroadcastSerializer,
+    ConnectionResultSerializer,
+    LayoutSerializer,
+    PauseSerializer,
+    ScheduleSerializer,
+    SenderIdentitySerializer,
+    StatisticsSerializer,
+    TemplateSerializer,
+)
+from .dashboard_services import bounced_count
+from .models import Backend, Broadcast, Layout, SenderIdentity, Template
+
+CONFLICT = OpenApiResponse(description="The broadcast is not in a state that allows this (the detail says why).")
+UPDATE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class SenderIdentityViewSet(viewsets.ModelViewSet):
+    """Who messages are from (From name and address, Reply-To, postal address)."""
+
+    queryset = SenderIdentity.objects.all()
+    serializer_class = SenderIdentitySerializer
+    write_role = "admin"
+    filterset_fields = {"name": ["exact", "icontains"]}
+    ordering_fields = ["id", "name"]
+    ordering = "id"
+    http_method_names = UPDATE_METHODS
+
+
+class LayoutViewSet(viewsets.ModelViewSet):
+    """Base templates around each message's content; exactly one {{ content }} slot."""
+
+    queryset = Layout.objects.all()
+    serializer_class = LayoutSerializer
+    filterset_fields = {"name": ["exact", "icontains"]}
+    ordering_fields = ["id", "name", "updated_at"]
+    ordering = "id"
+    http_method_names = UPDATE_METHODS
+
+
+class TemplateViewSet(viewsets.ModelViewSet):
+    """Saved content. A template that does not parse is refused with its line and reason."""
+
+    queryset = Template.objects.all()
+    serializer_class = TemplateSerializer
+    filterset_fields = {"name": ["exact", "icontains"], "layout": ["exact"]}
+    ordering_fields = ["id", "name", "updated_at"]
+    ordering = "id"
+    http_method_names = UPDATE_METHODS
+
+
+# --- Broadcasts ---------------------------------------------------------------------------------
+
+
+class BroadcastFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Broadcast
+        fields = ["status", "sender", "segment", "name", "created_after", "created_before"]
+
+
+class BroadcastViewSet(viewsets.ModelViewSet):
+    """One-off sends to lists and/or a segment. Drafts are edited; then send, schedule, pause,
+    resume, cancel. Each action moves the broadcast once: a second identical call gets 409."""
+
+    queryset = Broadcast.objects.select_related("sender").prefetch_related("lists")
+    serializer_class = BroadcastSerializer
+    filterset_class = BroadcastFilter
+    ordering_fields = ["id", "created_at", "scheduled_at", "name"]
+    ordering = "-id"
+    http_method_names = UPDATE_METHODS
+
+    def perform_update(self, serializer):
+        # The row lock keeps a "send" from starting a half-edited draft (as the dashboard does).
+        with transaction.atomic():
+            if not Broadcast.objects.select_for_update().filter(pk=serializer.instance.pk,
+                                                                status=Broadcast.DRAFT).exists():
+                raise Conflict(_not_editable(serializer.instance))
+            serializer.save()
+
+    def perform_destroy(self, instance):
+        if not Broadcast.objects.filter(pk=instance.pk, status=Broadcast.DRAFT).delete()[0]:
+            raise Conflict("Only drafts can be deleted; cancel a broadcast to stop it.")
+
+    def _act(self, action_function, already, **kwargs):
+        broadcast = self.get_object()
+        try:
+            moved = action_function(broadcast, **kwargs)
+        except service.BroadcastError as exc:
+            raise DomainError(None, exc)
+        if not moved:
+            raise Conflict(already)
+        return Response(self.get_serializer(broadcast).data)
+
+    @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def send(self, request, pk=None):
+        """Send now (400 with what to fix when it cannot be sent)."""
+        return self._act(service.send_now, "This broadcast was already started; it is sent once.")
+
+    @extend_schema(request=ScheduleSerializer, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def schedule(self, request, pk=None):
+        """Send at a time, optionally at that wall-clock time in each subscriber's time zone."""
+        data = _valid(ScheduleSerializer, request.data)
+        return self._act(service.schedule, "This broadcast is no longer a draft or scheduled.",
+                         when=data["scheduled_at"], in_subscriber_time_zone=data["in_subscriber_time_zone"])
+
+    @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def unschedule(self, request, pk=None):
+        """Back to draft."""
+        return self._act(service.unschedule, "It was not scheduled.")
+
+    @extend_schema(request=PauseSerializer, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Stop after the messages in flight; resume continues where it stopped."""
+        data = _valid(PauseSerializer, request.data)
+        return self._act(service.pause, "It was not sending.", reason=data["reason"])
+
+    @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(service.resume, "It was not paused.")
+
+    @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Stop for good; messages not yet sent are cancelled."""
+        return self._act(service.cancel, "It had already finished or was cancelled.")
+
+    @extend_schema(responses=StatisticsSerializer)
+    @action(detail=True, methods=["get"])
+    def statistics(self, request, pk=None):
+        """Progress and outcome counters (kept by the pipeline; nothing is counted per request)."""
+        broadcast = self.get_object()
+        figures = service.progress(broadcast)
+        figures["bounced"] = bounced_count(broadcast)
+        figures["recipients_now"] = service.recipients_count(broadcast) if broadcast.is_editable else None
+        return Response(StatisticsSerializer(figures).data)
+
+
+def _not_editable(broadcast):
+    if broadcast.status == Broadcast.SCHEDULED:
+        return "This broadcast is scheduled. Unschedule it (back to draft) to edit it."
+    return f"This broadcast is {broadcast.get_status_display().lower()} and can no longer be edited."
+
+
+def _valid(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- Backends -----------------------------------------------------------------------------------
+
+
+class BackendViewSet(viewsets.ModelViewSet):
+    """Sending routes. Secrets (password, API key and secret, DKIM private key) are write-only:
+    never returned; `has_…` says whether one is saved; an empty string removes it; leaving the
+    field out keeps it."""
+
+    queryset = Backend.objects.all()
+    serializer_class = BackendSerializer
+    write_role = "admin"
+    filterset_fields = ["kind", "is_active"]
+    ordering_fields = ["id", "priority", "name"]
+    ordering = "id"
+    http_method_names = UPDATE_METHODS
+
+    @extend_schema(request=None, responses=ConnectionResultSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Reach the backend without sending anything."""
+        ok, text = transports.check_connection(self.get_object())
+        return Response({"ok": ok, "detail": text})
+
+
+def register(router):
+    """Add the campaigns resources to the API router (autoresponder/api.py)."""
+    router.register("senders", SenderIdentityViewSet, basename="sender")
+    router.register("layouts", LayoutViewSet, basename="layout")
+    router.register("templates", TemplateViewSet, basename="template")
+    router.register("broadcasts", BroadcastViewSet, basename="broadcast")
+    router.register("backends", BackendViewSet, basename="backend")
