@@ -17,7 +17,7 @@ from tests.smtp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "EMAIL_URL", "SECRET_KEY", "SITE_URL",
-                     "ALLOWED_HOSTS", "CELERY_TASK_ALWAYS_EAGER")
+                     "ALLOWED_HOSTS", "CELERY_TASK_ALWAYS_EAGER", "DJANGO_ALLOW_ASYNC_UNSAFE")
 
 
 def wait_for(url, timeout):

@@ -22,7 +22,9 @@ PRODUCTION = {
 
 
 def manage(*args, env, tmp_path):
-    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and k not in ("DEBUG", "DATA_DIR")}
+    # DJANGO_ALLOW_ASYNC_UNSAFE is set for the browser tests in this process; a real deployment has none.
+    dropped = ("DEBUG", "DATA_DIR", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and k not in dropped}
     clean.update(env)
     clean["DATA_DIR"] = str(tmp_path)
     clean.pop("PYTEST_CURRENT_TEST", None)
