@@ -279,6 +279,18 @@ class LayoutForm(OneLineMixin, forms.ModelForm):
         help_texts = {"html": "A full HTML page with exactly one {{ content }} where each message goes."}
 
 
+# What a new broadcast or template starts with: it already carries the footer every
+# message must have (unsubscribe link, postal address), so a first draft can be sent.
+STARTER_BODY = """<p>Hello {{ subscriber.first_name | default: "there" }},</p>
+
+<p>Write your message here.</p>
+
+<p style="font-size: 12px; color: #666666;">
+  You receive this because you subscribed to {{ list.name }}.
+  <a href="{{ unsubscribe_url }}">Unsubscribe</a><br>
+  {{ sender.postal_address | newline_to_br }}
+</p>
+"""
 CONTENT_WIDGETS = {
     "body": forms.Textarea(attrs={"rows": 16, "spellcheck": "false", "class": "code"}),
     "text_body": forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "code"}),
@@ -330,7 +342,7 @@ class BroadcastForm(OneLineMixin, forms.ModelForm):
             "track_opens": "Track opens", "track_clicks": "Track clicks",
         }
         widgets = {**CONTENT_WIDGETS, "lists": forms.CheckboxSelectMultiple}
-        help_texts = {**CONTENT_HELP, "segment": "Optional: only subscribers matching this segment.",
+        help_texts = {**CONTENT_HELP, "segment": "Optional: only subscribers matching this segment.", "backend": "",
                       "lists": "Each subscriber gets one message, however many of these lists they are on."}
 
     def __init__(self, *args, **kwargs):

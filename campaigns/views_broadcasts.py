@@ -17,7 +17,7 @@ from lists.models import MailingList, Segment
 
 from . import broadcasts as service
 from . import dashboard_services as figures
-from .forms import BroadcastForm, ScheduleForm
+from .forms import STARTER_BODY, BroadcastForm, ScheduleForm
 from .models import Backend, Broadcast, SenderIdentity, Template
 from .views_preview import content_from_post, preview_context, preview_partial, test_send
 
@@ -48,7 +48,7 @@ def _initial_from_template(request):
     template_id = request.GET.get("template", "")
     template = Template.objects.filter(pk=template_id).first() if template_id.isdigit() else None
     if template is None:
-        return {}, None
+        return {"body": STARTER_BODY}, None
     initial = {name: getattr(template, name) for name in CONTENT_FIELDS}
     return {**initial, "name": template.name}, template
 
@@ -76,6 +76,7 @@ def broadcast_edit(request, pk):
     initial, template = _initial_from_template(request)
     if request.method == "POST":
         return _save_draft(request, pk)
+    initial = initial if template else {}
     return _composer(request, BroadcastForm(instance=broadcast, initial=initial), broadcast, template)
 
 

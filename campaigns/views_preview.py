@@ -37,6 +37,8 @@ def preview_context(request, broadcast, *, check=True):
     `check=False` leaves out the compliance problems (a layout alone need not have a footer)."""
     picked = request.POST.get("preview_email") if request.method == "POST" else request.GET.get("preview_email")
     subscriber = chosen_subscriber(picked)
+    if not (broadcast.body or "").strip():
+        return {"preview": None, "token": None, "subscriber": subscriber, "check": check}
     preview = figures.render_preview(broadcast, subscriber)
     token = figures.store_preview(request.user, preview.html) if not preview.error else None
     return {"preview": preview, "token": token, "subscriber": subscriber, "check": check}

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponder.roles import has_role, role_required
 
 from . import dashboard_services as figures
-from .forms import LayoutForm, TemplateForm
+from .forms import STARTER_BODY, LayoutForm, TemplateForm
 from .models import Layout, SenderIdentity, Template
 from .views_preview import content_from_post, preview_context, preview_partial, test_send
 
@@ -87,7 +87,7 @@ def template_edit(request, pk):
 
 def _template_form(request, template):
     is_new = template.pk is None
-    form = TemplateForm(request.POST or None, instance=template)
+    form = TemplateForm(request.POST or None, instance=template, initial={} if template.pk else {"body": STARTER_BODY})
     if request.method == "POST" and form.is_valid():
         saved = form.save()
         messages.success(request, f"Template “{saved.name}” {'created' if is_new else 'saved'}.")

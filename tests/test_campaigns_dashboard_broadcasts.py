@@ -348,3 +348,19 @@ def test_the_index_lists_broadcasts_with_status_and_progress(victor_client, draf
     response = victor_client.get(INDEX)
     assert "Spring sale" in response.text and "Winter" in response.text
     assert 'aria-label="Progress of Winter">25%' in response.text
+
+
+def test_a_new_broadcast_starts_with_a_body_that_can_be_sent(bob_client, sender, newsletter):
+    from campaigns.forms import STARTER_BODY
+
+    form = bob_client.get(reverse("campaigns:broadcast_create")).context["form"]
+    assert form["body"].value() == STARTER_BODY
+    response = bob_client.post(reverse("campaigns:compose_preview"), compose_post(sender, newsletter, body=STARTER_BODY))
+    assert "This would not be sent" not in response.text
+    assert "Hello Sam," in bob_client.get(iframe_src(response.text)).text
+
+
+def test_an_empty_body_asks_for_content_instead_of_listing_problems(bob_client, sender, newsletter):
+    response = bob_client.post(reverse("campaigns:compose_preview"), compose_post(sender, newsletter, body="  "))
+    assert "Write the body and the preview appears here." in response.text
+    assert "<iframe" not in response.text
