@@ -364,3 +364,13 @@ def test_an_empty_body_asks_for_content_instead_of_listing_problems(bob_client, 
     response = bob_client.post(reverse("campaigns:compose_preview"), compose_post(sender, newsletter, body="  "))
     assert "Write the body and the preview appears here." in response.text
     assert "<iframe" not in response.text
+
+
+def test_composer_counts_a_segment_within_the_lists(bob_client, sender, newsletter, relay):
+    from lists.models import Segment
+
+    segment = Segment.objects.create(name="Reader 1", conditions=[{"field": "email", "op": "starts_with", "value": "reader1"}])
+    response = bob_client.post(reverse("campaigns:compose_count"),
+                               compose_post(sender, newsletter, segment=str(segment.pk)))
+    assert response.context["recipients"] == 1
+    assert response.context["cost"] == Decimal("2.00")
