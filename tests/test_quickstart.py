@@ -53,7 +53,7 @@ def test_quickstart_serves_the_login_page_and_stops_cleanly_on_ctrl_c(quickstart
     process, base, data, log = quickstart
 
     # when the app has started
-    status, body = wait_for(f"{base}/accounts/login/", timeout=90)
+    status, body = wait_for(f"{base}/accounts/login/", timeout=180)
 
     # then the login page answers, and the first account works with the printed password
     assert status == 200 and "Sign in to Autoresponder" in body
