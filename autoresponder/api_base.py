@@ -18,6 +18,7 @@ import time
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.forms.models import model_to_dict
+from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.settings import api_settings
@@ -116,6 +117,12 @@ def field_errors(exc):
     return {NON_FIELD: [str(m) for m in exc.messages]}
 
 
+class InUse(exceptions.APIException):
+    status_code = 409
+    default_detail = "This is still in use (by a broadcast, say); remove that use first."
+    default_code = "in_use"
+
+
 class DomainError(exceptions.ValidationError):
     """A 400 whose body names the field a service complained about."""
 
@@ -134,6 +141,8 @@ def exception_handler(exc, context):
         exc = DomainError(exc.field, getattr(exc, "message", str(exc)))  # lists.validation.InvalidSubscriber
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found: there is nothing with this id.")
+    elif isinstance(exc, ProtectedError):
+        exc = InUse()
     return drf_exception_handler(exc, context)
 
 
