@@ -19,6 +19,7 @@ from . import broadcasts as service
 from . import dashboard_services as figures
 from .forms import STARTER_BODY, BroadcastForm, ScheduleForm
 from .models import Backend, Broadcast, SenderIdentity, Template
+from .views import confirm_delete
 from .views_preview import content_from_post, preview_context, preview_partial, test_send
 
 PAGE_SIZE = 50
@@ -267,8 +268,10 @@ def broadcast_delete(request, pk):
     if broadcast.status != Broadcast.DRAFT:
         messages.error(request, "Only drafts can be deleted; cancel a broadcast to stop it.")
         return redirect("campaigns:broadcast_detail", pk=pk)
-    if request.method == "POST":
-        Broadcast.objects.filter(pk=pk, status=Broadcast.DRAFT).delete()
-        messages.success(request, f"Draft “{broadcast.name}” deleted.")
-        return redirect("campaigns:broadcast_index")
-    return render(request, "campaigns/broadcasts/delete.html", _context(request, broadcast=broadcast))
+    return confirm_delete(
+        request, what=f"the draft “{broadcast.name}”", warning="The draft and its content go. Nothing was sent.",
+        cancel_url=reverse("campaigns:broadcast_detail", args=[pk]), done_url=reverse("campaigns:broadcast_index"),
+        # only while still a draft: "send" may have been clicked in another tab meanwhile
+        delete=lambda: Broadcast.objects.filter(pk=pk, status=Broadcast.DRAFT).delete(),
+        done_message=f"Draft “{broadcast.name}” deleted.",
+    )

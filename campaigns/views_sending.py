@@ -6,6 +6,7 @@ secrets, which no page renders); admins add, edit, test, enable and delete.
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from autoresponder.roles import has_role, role_required
@@ -14,6 +15,7 @@ from . import backends as transports
 from . import dashboard_services as figures
 from .forms import KIND_FIELDS, BackendForm
 from .models import Backend
+from .views import confirm_delete
 
 KIND_HINTS = {
     Backend.SMTP: "Your own mail server or any SMTP relay (Postfix, Amazon SES SMTP, Mailjet, …).",
@@ -128,9 +130,12 @@ def backend_toggle(request, pk):
 @require_http_methods(["GET", "POST"])
 def backend_delete(request, pk):
     backend = _backend(pk)
-    if request.method == "POST":
-        name = backend.name
-        backend.delete()
-        messages.success(request, f"Backend “{name}” deleted. Broadcasts that used it now pick one by priority.")
-        return redirect("campaigns:backend_index")
-    return render(request, "campaigns/backends/delete.html", _context(request, backend=backend))
+    warning = ("Its settings and saved credentials go; messages already sent keep their records, and broadcasts "
+               "that chose it use the others by priority. To stop using it for a while, disable it instead.")
+    if backend.env_key:
+        warning += " It comes from EMAIL_URL and is created again at the next send while that setting stays."
+    return confirm_delete(
+        request, what=f"the backend “{backend.name}”", warning=warning,
+        cancel_url=reverse("campaigns:backend_detail", args=[pk]), done_url=reverse("campaigns:backend_index"),
+        delete=backend.delete, done_message=f"Backend “{backend.name}” deleted.",
+    )

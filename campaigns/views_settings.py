@@ -5,13 +5,16 @@ address every footer prints). Everyone with a role reads; admins change.
 
 from django.contrib import messages
 from django.db.models import Count, ProtectedError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from autoresponder.roles import has_role, role_required
 
 from .forms import SenderIdentityForm
 from .models import SenderIdentity
+from .views import confirm_delete, save_or_show
 
 
 def _context(request, **extra):
@@ -37,13 +40,12 @@ def sender_edit(request, pk):
 
 
 def _sender_form(request, sender):
-    is_new = sender.pk is None
     form = SenderIdentityForm(request.POST or None, instance=sender)
-    if request.method == "POST" and form.is_valid():
-        saved = form.save()
-        messages.success(request, f"Sender “{saved.name}” {'added' if is_new else 'saved'}.")
-        return redirect("settings")
-    return render(request, "campaigns/settings/sender_form.html", _context(request, form=form, sender=None if is_new else sender))
+    return save_or_show(
+        request, form, noun="Sender", next_url=lambda saved: reverse("settings"),
+        template_name="campaigns/settings/sender_form.html",
+        context=_context(request, form=form, sender=sender if sender.pk else None),
+    )
 
 
 @role_required("admin")
@@ -51,13 +53,22 @@ def _sender_form(request, sender):
 def sender_delete(request, pk):
     sender = get_object_or_404(SenderIdentity, pk=pk)
     used = sender.broadcasts.count()
-    if request.method == "POST":
-        try:
-            sender.delete()
-        except ProtectedError:
-            messages.error(request, f"“{sender.name}” is the sender of {used} broadcast(s), so it stays. "
-                                    "Edit it instead, or add a new sender for future broadcasts.")
-            return redirect("settings")
-        messages.success(request, f"Sender “{sender.name}” deleted.")
-        return redirect("settings")
-    return render(request, "campaigns/settings/sender_delete.html", _context(request, sender=sender, used=used))
+    blocked = ""
+    if used:
+        blocked = (f"{sender} is the sender of {used} broadcast{pluralize(used)}, so it stays. "
+                   "Edit it instead, or add a new sender for future broadcasts.")
+    return confirm_delete(
+        request, what=f"the sender “{sender.name}”", blocked=blocked,
+        warning=f"{sender} will no longer be available for new broadcasts.",
+        cancel_url=reverse("settings"), done_url=reverse("settings"),
+        delete=lambda: _delete_sender(request, sender), done_message=f"Sender “{sender.name}” deleted.",
+    )
+
+
+def _delete_sender(request, sender):
+    try:
+        sender.delete()
+    except ProtectedError:  # a sequence step (or a broadcast created meanwhile) uses it
+        messages.error(request, f"“{sender.name}” is still in use, so it stays.")
+        return False
+    return True

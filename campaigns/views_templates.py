@@ -18,6 +18,7 @@ from autoresponder.roles import has_role, role_required
 from . import dashboard_services as figures
 from .forms import STARTER_BODY, LayoutForm, TemplateForm
 from .models import Layout, SenderIdentity, Template
+from .views import confirm_delete, save_or_show
 from .views_preview import content_from_post, preview_context, preview_partial, test_send
 
 SAMPLE_BODY = (
@@ -86,15 +87,17 @@ def template_edit(request, pk):
 
 
 def _template_form(request, template):
-    is_new = template.pk is None
     form = TemplateForm(request.POST or None, instance=template, initial={} if template.pk else {"body": STARTER_BODY})
-    if request.method == "POST" and form.is_valid():
-        saved = form.save()
-        messages.success(request, f"Template “{saved.name}” {'created' if is_new else 'saved'}.")
-        return redirect("campaigns:template_detail", pk=saved.pk)
-    return render(request, "campaigns/templates/form.html", _context(
-        request, form=form, template=None if is_new else template,
-    ))
+    cancel = reverse("campaigns:template_detail", args=[template.pk]) if template.pk else reverse("campaigns:template_index")
+    return save_or_show(
+        request, form, noun="Template", template_name="campaigns/templates/form.html",
+        next_url=lambda saved: reverse("campaigns:template_detail", args=[saved.pk]),
+        context=_context(
+            request, form=form, heading=f"Edit “{template.name}”" if template.pk else "New template",
+            preview_url=reverse("campaigns:template_draft_preview"), test_url=reverse("campaigns:template_draft_test"),
+            cancel_url=cancel, delete_url=reverse("campaigns:template_delete", args=[template.pk]) if template.pk else "",
+        ),
+    )
 
 
 @role_required("editor")
@@ -137,11 +140,12 @@ def test_send_refused(request, back_url):
 @require_http_methods(["GET", "POST"])
 def template_delete(request, pk):
     template = get_object_or_404(Template, pk=pk)
-    if request.method == "POST":
-        template.delete()
-        messages.success(request, f"Template “{template.name}” deleted. Broadcasts made from it keep their content.")
-        return redirect("campaigns:template_index")
-    return render(request, "campaigns/templates/delete.html", _context(request, object=template, kind="template"))
+    return confirm_delete(
+        request, what=f"the template “{template.name}”",
+        warning="Broadcasts started from this template keep their own copy of the content.",
+        cancel_url=reverse("campaigns:template_detail", args=[pk]), done_url=reverse("campaigns:template_index"),
+        delete=template.delete, done_message=f"Template “{template.name}” deleted.",
+    )
 
 
 # --- Layouts ----------------------------------------------------------------------------------
@@ -172,23 +176,26 @@ def layout_edit(request, pk):
 
 
 def _layout_form(request, layout):
-    is_new = layout.pk is None
     form = LayoutForm(request.POST or None, instance=layout)
-    if request.method == "POST" and form.is_valid():
-        saved = form.save()
-        messages.success(request, f"Layout “{saved.name}” {'created' if is_new else 'saved'}.")
-        return redirect("campaigns:template_index")
-    return render(request, "campaigns/templates/layout_form.html", _context(
-        request, form=form, layout=None if is_new else layout,
-    ))
+    return save_or_show(
+        request, form, noun="Layout", template_name="campaigns/templates/form.html",
+        next_url=lambda saved: reverse("campaigns:template_index"),
+        context=_context(
+            request, form=form, heading=f"Edit layout “{layout.name}”" if layout.pk else "New layout",
+            preview_url=reverse("campaigns:layout_draft_preview"), preview_heading="Live preview, with sample content",
+            cancel_url=reverse("campaigns:template_index"),
+            delete_url=reverse("campaigns:layout_delete", args=[layout.pk]) if layout.pk else "",
+        ),
+    )
 
 
 @role_required("editor")
 @require_http_methods(["GET", "POST"])
 def layout_delete(request, pk):
     layout = get_object_or_404(Layout, pk=pk)
-    if request.method == "POST":
-        layout.delete()
-        messages.success(request, f"Layout “{layout.name}” deleted. Templates and broadcasts that used it now have none.")
-        return redirect("campaigns:template_index")
-    return render(request, "campaigns/templates/delete.html", _context(request, object=layout, kind="layout"))
+    return confirm_delete(
+        request, what=f"the layout “{layout.name}”",
+        warning="Templates and broadcasts that use this layout will have none; their content stays.",
+        cancel_url=reverse("campaigns:layout_edit", args=[pk]), done_url=reverse("campaigns:template_index"),
+        delete=layout.delete, done_message=f"Layout “{layout.name}” deleted.",
+    )

@@ -112,7 +112,7 @@ def test_a_layout_needs_exactly_one_content_slot(bob_client):
 def test_deleting_a_layout_leaves_its_templates_without_one(bob_client):
     layout = Layout.objects.create(name="Frame", html=LAYOUT)
     template = Template.objects.create(name="T", subject="S", body=BODY, layout=layout)
-    assert "Delete layout “Frame”?" in bob_client.get(reverse("campaigns:layout_delete", args=[layout.pk])).text
+    assert "Delete the layout “Frame”?" in bob_client.get(reverse("campaigns:layout_delete", args=[layout.pk])).text
     bob_client.post(reverse("campaigns:layout_delete", args=[layout.pk]))
     template.refresh_from_db()
     assert template.layout is None and not Layout.objects.exists()
