@@ -34,17 +34,17 @@ urlpatterns = [
     path("broadcasts/<int:pk>/progress/", broadcasts.broadcast_progress, name="broadcast_progress"),
     # Dashboard: templates and layouts
     path("templates/", templates.template_index, name="template_index"),
-    path("templates/new/", templates.template_create, name="template_create"),
+    path("templates/new/", templates.template_form, name="template_create"),
     path("templates/compose/preview/", templates.template_draft_preview, name="template_draft_preview"),
     path("templates/compose/test/", templates.template_draft_test, name="template_draft_test"),
     path("templates/<int:pk>/", templates.template_detail, name="template_detail"),
-    path("templates/<int:pk>/edit/", templates.template_edit, name="template_edit"),
+    path("templates/<int:pk>/edit/", templates.template_form, name="template_edit"),
     path("templates/<int:pk>/delete/", templates.template_delete, name="template_delete"),
     path("templates/<int:pk>/preview/", templates.template_preview, name="template_preview"),
     path("templates/<int:pk>/test/", templates.template_test, name="template_test"),
-    path("templates/layouts/new/", templates.layout_create, name="layout_create"),
+    path("templates/layouts/new/", templates.layout_form, name="layout_create"),
     path("templates/layouts/preview/", templates.layout_draft_preview, name="layout_draft_preview"),
-    path("templates/layouts/<int:pk>/edit/", templates.layout_edit, name="layout_edit"),
+    path("templates/layouts/<int:pk>/edit/", templates.layout_form, name="layout_edit"),
     path("templates/layouts/<int:pk>/delete/", templates.layout_delete, name="layout_delete"),
     # Dashboard: previews in a sandboxed iframe, the subscriber picker
     path("previews/subscribers/", previews.subscriber_options, name="subscriber_options"),
@@ -59,7 +59,7 @@ urlpatterns = [
     path("sending/<int:pk>/toggle/", sending.backend_toggle, name="backend_toggle"),
     path("sending/<int:pk>/delete/", sending.backend_delete, name="backend_delete"),
     # Dashboard: sender identities (listed on the settings page, `settings` in urls_global.py)
-    path("settings/senders/new/", senders.sender_create, name="sender_create"),
-    path("settings/senders/<int:pk>/edit/", senders.sender_edit, name="sender_edit"),
+    path("settings/senders/new/", senders.sender_form, name="sender_create"),
+    path("settings/senders/<int:pk>/edit/", senders.sender_form, name="sender_edit"),
     path("settings/senders/<int:pk>/delete/", senders.sender_delete, name="sender_delete"),
 ]

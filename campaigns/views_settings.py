@@ -29,17 +29,9 @@ def settings_index(request):
 
 @role_required("admin")
 @require_http_methods(["GET", "POST"])
-def sender_create(request):
-    return _sender_form(request, SenderIdentity())
-
-
-@role_required("admin")
-@require_http_methods(["GET", "POST"])
-def sender_edit(request, pk):
-    return _sender_form(request, get_object_or_404(SenderIdentity, pk=pk))
-
-
-def _sender_form(request, sender):
+def sender_form(request, pk=None):
+    """Create (no pk) or edit a sender identity."""
+    sender = get_object_or_404(SenderIdentity, pk=pk) if pk else SenderIdentity()
     form = SenderIdentityForm(request.POST or None, instance=sender)
     return save_or_show(
         request, form, noun="Sender", next_url=lambda saved: reverse("settings"),

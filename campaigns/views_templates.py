@@ -76,17 +76,9 @@ def template_preview(request, pk):
 
 @role_required("editor")
 @require_http_methods(["GET", "POST"])
-def template_create(request):
-    return _template_form(request, Template())
-
-
-@role_required("editor")
-@require_http_methods(["GET", "POST"])
-def template_edit(request, pk):
-    return _template_form(request, get_object_or_404(Template, pk=pk))
-
-
-def _template_form(request, template):
+def template_form(request, pk=None):
+    """Create (no pk) or edit a template."""
+    template = get_object_or_404(Template, pk=pk) if pk else Template()
     form = TemplateForm(request.POST or None, instance=template, initial={} if template.pk else {"body": STARTER_BODY})
     cancel = reverse("campaigns:template_detail", args=[template.pk]) if template.pk else reverse("campaigns:template_index")
     return save_or_show(
@@ -165,17 +157,9 @@ def layout_draft_preview(request):
 
 @role_required("editor")
 @require_http_methods(["GET", "POST"])
-def layout_create(request):
-    return _layout_form(request, Layout())
-
-
-@role_required("editor")
-@require_http_methods(["GET", "POST"])
-def layout_edit(request, pk):
-    return _layout_form(request, get_object_or_404(Layout, pk=pk))
-
-
-def _layout_form(request, layout):
+def layout_form(request, pk=None):
+    """Create (no pk) or edit a layout."""
+    layout = get_object_or_404(Layout, pk=pk) if pk else Layout()
     form = LayoutForm(request.POST or None, instance=layout)
     return save_or_show(
         request, form, noun="Layout", template_name="campaigns/templates/form.html",
