@@ -13,6 +13,7 @@ ENTRIES = (
     ("Templates", "campaigns:template_index", "viewer"),
     ("Sending", "campaigns:backend_index", "admin"),
     ("Outbox", "outbox", "viewer"),
+    ("API", "api_tokens", "viewer"),
     ("Settings", "settings", "admin"),
 )
 

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from . import views
+from . import views, views_tokens
 
 admin.site.site_header = "Autoresponder administration"
 admin.site.site_title = "Autoresponder admin"
@@ -19,6 +19,9 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
     path("admin/", admin.site.urls),
     path("api/", include("autoresponder.api")),
+    path("account/api/", views_tokens.token_index, name="api_tokens"),
+    path("account/api/token/", views_tokens.token_create, name="api_token_create"),
+    path("account/api/token/revoke/", views_tokens.token_revoke, name="api_token_revoke"),
     path("", include("lists.urls")),
     path("", include("campaigns.urls")),
     path("", include("campaigns.urls_global")),
