@@ -33,13 +33,26 @@ RECENT_ERRORS = 5
 # --- Backend usage and health --------------------------------------------------------------
 
 
+USAGE_SECONDS = 30
+
+
 def sends_in_window(backend_list, *, now=None):
     """{backend id: messages sent in its own quota window}, from the ledger.
 
     One grouped query per distinct window length (usually one: 24 h). It reads
-    what was really sent, which is what an ESP's daily quota counts.
+    what was really sent, which is what an ESP's daily quota counts. Kept for
+    USAGE_SECONDS: the sending page and the overview are read far more often
+    than a quota moves noticeably.
     """
-    now = now or timezone.now()
+    key = "campaigns:usage:" + ",".join(f"{b.pk}/{b.window_seconds}" for b in backend_list)
+    cached = cache.get(key) if now is None else None
+    if cached is None:
+        cached = _sends_in_window(backend_list, now or timezone.now())
+        cache.set(key, cached, USAGE_SECONDS)
+    return cached
+
+
+def _sends_in_window(backend_list, now):
     by_window = {}
     for backend in backend_list:
         by_window.setdefault(backend.window_seconds or 86400, []).append(backend.pk)

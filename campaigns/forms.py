@@ -342,6 +342,12 @@ class BroadcastForm(OneLineMixin, forms.ModelForm):
             "track_opens": "Track opens", "track_clicks": "Track clicks",
         }
         widgets = {**CONTENT_WIDGETS, "lists": forms.CheckboxSelectMultiple}
+        error_messages = {
+            "sender": {"required": "Choose who the broadcast is from. No choice? An admin adds senders in Settings."},
+            "name": {"required": "Give the broadcast a name; only you and your team see it."},
+            "subject": {"required": "Write a subject line."},
+            "body": {"required": "Write the message, or start from a saved template."},
+        }
         help_texts = {**CONTENT_HELP, "segment": "Optional: only subscribers matching this segment.", "backend": "",
                       "lists": "Each subscriber gets one message, however many of these lists they are on."}
 
