@@ -15,8 +15,9 @@ class TagActionForm(ActionForm):
 
 @admin.register(MailingList)
 class MailingListAdmin(admin.ModelAdmin):
-    list_display = ("name", "opt_in", "from_email", "is_archived", "created_at")
-    list_filter = ("opt_in", "is_archived")
+    list_display = ("name", "opt_in", "from_email", "track_opens", "track_clicks", "privacy_mode", "is_archived",
+                    "created_at")
+    list_filter = ("opt_in", "is_archived", "track_opens", "track_clicks", "privacy_mode")
     search_fields = ("name", "from_email", "=public_id")
     readonly_fields = ("public_id", "created_at", "updated_at")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

@@ -137,7 +137,8 @@ class MailingListForm(forms.ModelForm):
         fields = [
             "name", "description", "opt_in", "from_name", "from_email", "reply_to", "postal_address",
             "consent_text", "form_fields", "thank_you_message", "thank_you_url", "confirmed_message",
-            "confirmation_subject", "confirmation_body", "accent_color", "time_zone", "is_archived",
+            "confirmation_subject", "confirmation_body", "accent_color", "time_zone",
+            "track_opens", "track_clicks", "privacy_mode", "is_archived",
         ]
         widgets = {
             "accent_color": forms.TextInput(attrs={"type": "color"}),

@@ -47,6 +47,15 @@ class MailingList(models.Model):
     form_fields = models.JSONField(default=list, blank=True)
     accent_color = models.CharField(max_length=7, default="#2456d6", validators=[hex_color])
     time_zone = models.CharField(max_length=64, blank=True, help_text="Default for subscribers without one.")
+    # Privacy switches, honoured by the composer (campaigns.composing) and the event
+    # recorder (campaigns.events). A broadcast to several lists tracks only what every
+    # one of them allows.
+    track_opens = models.BooleanField(default=True, help_text="Put an open pixel in messages to this list.")
+    track_clicks = models.BooleanField(default=True, help_text="Send links through the click counter.")
+    privacy_mode = models.BooleanField(
+        default=False, verbose_name="aggregate-only tracking",
+        help_text="Count opens and clicks without recording which subscriber opened or clicked.",
+    )
     is_archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
