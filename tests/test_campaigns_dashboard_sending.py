@@ -375,3 +375,19 @@ def test_overview_shows_sends_against_quota_recent_broadcasts_and_unknown_messag
     assert "Relay: sent in the last 24 h" in response.text
     assert "Spring sale" in response.text
     assert "2 messages in an unknown state." in response.text
+
+
+def test_an_admin_manages_backends_and_senders(client_class):
+    from autoresponder.roles import grant
+    from tests.factories import UserFactory
+
+    # given: someone with exactly the admin role (not an owner)
+    ada = UserFactory(username="ada")
+    grant(ada, "admin")
+    client = client_class()
+    client.force_login(ada)
+
+    assert create_smtp(client).status_code == 302
+    assert client.post(reverse("campaigns:sender_create"), SENDER).status_code == 302
+    assert Backend.objects.get(name="Relay").password == SECRET
+    assert SenderIdentity.objects.get(name="Newsletter").from_email == "news@alice.example"
