@@ -24,9 +24,10 @@ import os
 import socket
 import uuid
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -188,13 +189,15 @@ def _skip_unmailable(broadcast, ids, now):
 
 # --- Record, one message at a time ------------------------------------------------------
 
-# One statement per outcome. On Postgres it runs with synchronous_commit off: the
-# commit returns before the WAL reaches the disk. A worker crash loses nothing
-# (Postgres has the write); only a crash of Postgres itself can lose the last
-# fraction of a second of status writes (wal_writer_delay, 200 ms by default).
-# Such a message is still `sending` after the restart and the reaper marks it
-# `unknown`: the window is at most one message per worker connection in flight
-# plus ~200 ms of recorded outcomes, and never turns into a double send.
+# One statement, one round trip per outcome, committed on its own (autocommit).
+# While a batch runs, its connection has synchronous_commit off (see
+# asynchronous_commit below): the commit returns before the WAL reaches the disk.
+# A worker crash loses nothing (Postgres has the write); only a crash of Postgres
+# itself (or of its machine) can lose the last fraction of a second of status
+# writes (up to 3 × wal_writer_delay, 600 ms by default). Such a message is still
+# `sending` after the restart and the reaper marks it `unknown`: it is never sent
+# twice, and the window is one message per worker in flight plus the outcomes
+# written in that last fraction of a second.
 _RECORD_SQL = (
     "UPDATE campaigns_message SET status = %s, attempts = attempts + 1, next_attempt_at = %s,"
     " first_attempt_at = COALESCE(first_attempt_at, %s), sent_at = %s, backend_id = %s, message_id = %s,"
@@ -203,6 +206,48 @@ _RECORD_SQL = (
 )
 
 
+@contextmanager
+def asynchronous_commit():
+    """synchronous_commit off for this connection while a batch records its outcomes.
+
+    The same as `SET LOCAL synchronous_commit = off` in each outcome's transaction,
+    for one round trip per message instead of three (BEGIN, SET + UPDATE, COMMIT):
+    ~0.5 ms instead of ~0.85 ms per outcome on the loaded 2-core test machine.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO DEFAULT")
+        except (OperationalError, InterfaceError):
+            connection.close()  # a new connection starts with the default
+
+
+def reconnecting(fn):
+    """Run `fn` again on a fresh connection if the database connection was lost
+    (Postgres restarted, the connection was terminated). Outside transactions only;
+    every statement wrapped this way is safe to run twice (it checks the lease)."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                raise
+            log.warning("Database connection lost; reconnecting once.")
+            connection.close()
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@reconnecting
 def record(row, token, *, status, response, backend_id, message_id, provider_id="", next_attempt_at=None):
     """Record one message's outcome at once; False if our lease on it was lost."""
     now = timezone.now()
@@ -211,15 +256,12 @@ def record(row, token, *, status, response, backend_id, message_id, provider_id=
         status, adapt(next_attempt_at or now), adapt(now), adapt(now if status == Message.SENT else None),
         backend_id, message_id, provider_id, response[:1000], adapt(now), row["pk"], token,
     ]
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET LOCAL synchronous_commit TO OFF; " + _RECORD_SQL, params)
-            else:
-                cursor.execute(_RECORD_SQL, params)
-            return cursor.rowcount == 1
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, params)
+        return cursor.rowcount == 1
 
 
+@reconnecting
 def release(ids, token, *, delay=0, status=None):
     """Give leased, never-attempted rows back to the queue (or cancel them)."""
     if not ids:
@@ -232,11 +274,17 @@ def release(ids, token, *, delay=0, status=None):
     )
 
 
+@reconnecting
 def extend_lease(token, seconds):
     """Keep our rows; 0 means the reaper took them (the batch must stop)."""
     return Message.objects.filter(leased_by=token, status=Message.SENDING).update(
         lease_until=timezone.now() + timedelta(seconds=seconds)
     )
+
+
+@reconnecting
+def broadcast_status(broadcast_id):
+    return Broadcast.objects.filter(pk=broadcast_id).values_list("status", flat=True).first()
 
 
 def add_counts(broadcast_id, counts):

@@ -122,7 +122,7 @@ class Batch:
 
     def run(self, job):
         try:
-            with backends.transport_for(self.backend) as transport:
+            with ledger.asynchronous_commit(), backends.transport_for(self.backend) as transport:
                 while self.position < len(self.rows) and not self.stop:
                     if not self._may_continue():
                         break
@@ -158,7 +158,7 @@ class Batch:
         return self._take_rate()
 
     def _still_sending(self):
-        status = Broadcast.objects.filter(pk=self.broadcast.pk).values_list("status", flat=True).first()
+        status = ledger.broadcast_status(self.broadcast.pk)
         if status == Broadcast.SENDING:
             return True
         self.stop = True
@@ -244,11 +244,16 @@ class Batch:
         self.stop = True
 
     def _record(self, row, status, response, message_id, provider_id="", next_attempt_at=None):
-        ledger.record(
+        recorded = ledger.record(
             row, self.token, status=status, response=response, backend_id=self.backend.pk,
             message_id=message_id, provider_id=provider_id, next_attempt_at=next_attempt_at,
         )
-        self.counts[status] += 1
+        if recorded:
+            self.counts[status] += 1
+        else:  # the reaper took our rows (we were stalled past the lease): stop touching them
+            log.error("Lease %s was lost while sending; stopping this batch.", self.token)
+            self.position = len(self.rows)
+            self.stop = True
 
 
 def _suppress(email, response):

@@ -130,3 +130,9 @@ def test_view_in_browser_renders_the_message_for_its_subscriber(message, client)
 
 def test_view_in_browser_with_a_bad_token_is_404(message, client):
     assert client.get("/v/garbage").status_code == 404
+
+
+def test_preferences_url_in_messages_is_the_lists_apps_own(message):
+    from lists.tokens import preferences_url
+
+    assert composing.preferences_url(message.subscriber) == preferences_url(message.subscriber)
