@@ -11,10 +11,10 @@ ENTRIES = (
     ("Sequences", "campaigns:sequence_index", "viewer"),
     ("Broadcasts", "campaigns:broadcast_index", "viewer"),
     ("Templates", "campaigns:template_index", "viewer"),
-    ("Sending", "campaigns:backend_index", "admin"),
+    ("Sending", "campaigns:backend_index", "viewer"),
     ("Outbox", "outbox", "viewer"),
     ("API", "api_tokens", "viewer"),
-    ("Settings", "settings", "admin"),
+    ("Settings", "settings", "viewer"),
 )
 
 
