@@ -4,7 +4,8 @@ import smtplib
 
 from celery import shared_task
 
-from . import services
+from . import importing, services
+from .models import ImportJob
 
 
 # Network trouble is worth retrying; a template or data error is not (it would fail again).
@@ -19,3 +20,23 @@ from . import services
 def send_confirmation(subscription_id):
     """Send the double opt-in mail for one subscription; safe to run twice (see deliver_confirmation)."""
     services.deliver_confirmation(subscription_id)
+
+
+# --- CSV imports (lists.importing) ------------------------------------------------------------
+
+
+@shared_task(name="lists.run_import", ignore_result=True)
+def run_import(job_id):
+    """Run a waiting import; a job already claimed (a task delivered twice) is left alone."""
+    job = ImportJob.objects.filter(pk=job_id).first()
+    if job is not None:
+        importing.run_import(job)
+
+
+@shared_task(name="lists.send_import_confirmations", ignore_result=True)
+def send_import_confirmations(job_id, after_id=0):
+    """Ask an import's unconfirmed subscriptions for confirmation, one batch per task run."""
+    job = ImportJob.objects.filter(pk=job_id).first()
+    last = importing.request_import_confirmations(job, after_id=after_id) if job else None
+    if last is not None:
+        send_import_confirmations.delay(job_id, last)
