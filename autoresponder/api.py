@@ -11,7 +11,9 @@ Building blocks (roles, paging, throttling, errors) are in api_base.py; each
 app's resources in lists/api.py and campaigns/api*.py.
 """
 
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
@@ -35,4 +37,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/docs.html"),
          name="docs"),
+    # Anything else under /api/ (an unknown path, an id that is not a number) is a JSON 404, as API
+    # clients expect, not the dashboard's HTML page.
+    re_path(r"^", csrf_exempt(lambda request: JsonResponse({"detail": "Not found: no such API address."}, status=404))),
 ]

@@ -205,3 +205,29 @@ def _form_value(value):
     if hasattr(value, "_meta") and hasattr(value, "pk"):
         return value.pk
     return value
+
+
+# --- Schema -------------------------------------------------------------------------------
+
+_DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+ERROR_RESPONSES = {
+    "400": ("Invalid input: each field named with what to fix ({field: [messages]}).",
+            {"type": "object", "additionalProperties": True}),
+    "401": ("No token, or an unknown one.", _DETAIL),
+    "403": ("The token's user lacks the role this needs (or a session request lacks its CSRF token).", _DETAIL),
+    "404": ("Nothing with this id.", _DETAIL),
+    "409": ("The object is not in a state that allows this, or is still in use.", _DETAIL),
+    "429": ("Too many requests for this token; retry after the Retry-After header's seconds.", _DETAIL),
+}
+
+
+def document_errors(result, generator, request, public):
+    """drf-spectacular post-processing hook: the error answers every operation may give, documented
+    once here (spectacular documents only successes), so clients and schema tests know their shape."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            for code, (description, schema) in ERROR_RESPONSES.items():
+                responses.setdefault(code, {"description": description,
+                                            "content": {"application/json": {"schema": schema}}})
+    return result

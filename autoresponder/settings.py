@@ -333,6 +333,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "autoresponder.api_base.document_errors",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "SubscriberStatusEnum": "lists.models.Subscriber.STATUS_CHOICES",
         "SubscriptionStatusEnum": "lists.models.Subscription.STATUS_CHOICES",
