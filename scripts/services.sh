@@ -56,7 +56,15 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# The bounce-mailbox tests start their own Dovecot (IMAP and POP3) on loopback (tests/dovecot.py).
+ensure_dovecot() {
+  [ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/pop3 ] && return
+  say "installing Debian's dovecot-imapd and dovecot-pop3d for the bounce-mailbox tests"
+  apt_install dovecot-imapd dovecot-pop3d
+}
+
 ensure_postgres
 ensure_redis
 ensure_chromium
+ensure_dovecot
 say "PostgreSQL and Redis answer on 127.0.0.1; Chromium is at /usr/bin/chromium"
