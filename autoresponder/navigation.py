@@ -2,7 +2,7 @@
 
 from django.urls import NoReverseMatch, reverse
 
-from .roles import has_role
+from .roles import has_role, role_of
 
 ENTRIES = (
     ("Overview", "home", "viewer"),
@@ -15,6 +15,7 @@ ENTRIES = (
     ("Outbox", "outbox", "viewer"),
     ("API", "api_tokens", "viewer"),
     ("Settings", "settings", "viewer"),
+    ("Users", "user_index", "owner"),
 )
 
 
@@ -28,7 +29,7 @@ def _resolve(name):
 def navigation(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"nav": []}
+        return {"nav": [], "user_role": None}
     path = request.path
     nav = []
     for label, name, role in ENTRIES:
@@ -36,4 +37,4 @@ def navigation(request):
         if url and has_role(user, role):
             active = path == url if url == "/" else path.startswith(url)
             nav.append({"label": label, "url": url, "active": active})
-    return {"nav": nav}
+    return {"nav": nav, "user_role": role_of(user)}

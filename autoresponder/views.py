@@ -7,11 +7,11 @@ from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.db import connection
 from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import outbox, ratelimit
+from . import outbox, ratelimit, twofactor, views_twofactor
 from .celery import HEARTBEAT_KEY
 from .roles import role_required
 
@@ -31,6 +31,14 @@ class LoginView(auth_views.LoginView):
             form.add_error(None, "Too many sign-in attempts from your address. Wait 15 minutes and try again.")
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        # With two-factor sign-in on, the password alone does not log in: the code step does.
+        user = form.get_user()
+        if twofactor.is_enabled(user):
+            views_twofactor.begin(self.request, user, self.get_success_url())
+            return redirect("login_code")
+        return super().form_valid(form)
 
 
 def worker_status():

@@ -82,7 +82,7 @@ def test_navigation_is_empty_for_mallory(mallory):
 
     request = RequestFactory().get("/")
     request.user = mallory
-    assert navigation(request) == {"nav": []}
+    assert navigation(request) == {"nav": [], "user_role": None}
 
 
 def test_overview_warns_when_no_worker_has_reported(alice_client):
