@@ -88,8 +88,32 @@ def _reply_text(code, message):
     return f"{code} {text}".strip()[:1000]
 
 
+class OneStep:
+    """submit()/collect() for transports that send a message in one call (ESPs, the outbox)."""
+
+    _outcome = None
+
+    def submit(self, envelope, chain=None):
+        self._outcome = self.send(envelope)
+
+    def collect(self):
+        return self._outcome
+
+    def abandon(self):
+        """Nothing is half-sent between messages."""
+
+
 class SMTPTransport:
-    """One SMTP connection for a batch; reconnects once if the server drops it mid-batch."""
+    """One SMTP connection for a batch; reconnects if the server drops it mid-batch.
+
+    A message goes out in two steps so the worker never idles while the server
+    works: `submit(envelope, chain=next_envelope_addresses)` writes the body and,
+    when the server offers PIPELINING (RFC 2920), the next message's MAIL, RCPT
+    and DATA in the same write; the caller then renders the next message while
+    the server answers; `collect()` reads the outcome. One round trip per message.
+    A chained transaction stays open (after DATA) until its body follows; if the
+    batch stops first, `abandon()` drops the connection, so the server discards it.
+    """
 
     wants_raw = True
 
@@ -97,6 +121,10 @@ class SMTPTransport:
         self.backend = backend
         self.timeout = timeout
         self.conn = None
+        self.pipelining = False
+        self._outcome = None
+        self._chained = None  # the next recipient whose MAIL/RCPT/DATA went with the last body
+        self._pending = None  # (recipient, replies) read for it by collect()
 
     def __enter__(self):
         self.open()
@@ -121,93 +149,140 @@ class SMTPTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise Unreachable(f"{b.host}:{b.smtp_port}: {exc}") from exc
         self.conn = conn
+        self.pipelining = conn.has_extn("pipelining")
+        self._chained = self._pending = None
 
     def close(self):
-        if self.conn is not None:
+        if self.conn is not None and self._pending is None:
             try:
                 self.conn.quit()
             except (OSError, smtplib.SMTPException):
-                self.conn.close()
-            self.conn = None
+                pass
+        self._drop()
+
+    def abandon(self):
+        if self._pending is not None or self._chained is not None:
+            self._drop()
 
     def send(self, envelope):
+        """Submit and collect one message (no chaining)."""
+        self.submit(envelope)
+        return self.collect()
+
+    def submit(self, envelope, chain=None):
+        self._outcome, self._chained = None, None
         if self.conn is None:
             self.open()  # after a dropped connection; Unreachable ends the batch
         try:
-            return self._transaction(envelope)
+            pending, self._pending = self._pending, None
+            if pending and pending[0] == envelope.to_email:
+                replies = pending[1]
+            else:
+                if pending:  # cannot happen in order; never send a body into someone else's transaction
+                    self._drop()
+                    self.open()
+                replies = self._start(envelope)
+            self._outcome = self._refusal(replies)
+            if self._outcome is None:
+                data = _stuffed(envelope.raw) + b".\r\n"
+                if chain is not None and self.pipelining:
+                    data += self._commands(*chain)
+                    self._chained = chain[1]
+                self.conn.send(data)
         except (OSError, smtplib.SMTPException) as exc:
-            # The final reply to DATA never came: like an MTA, we retry (RFC 5321 6.1).
-            self._drop()
-            return Outcome(RETRY, f"Network error: {exc}"[:1000], network=True)
+            self._lost(exc)
 
-    def _transaction(self, envelope):
-        conn = self.conn
-        options = ["BODY=8BITMIME"] if conn.has_extn("8bitmime") and not envelope.raw.isascii() else []
-        if conn.has_extn("pipelining") and envelope.from_email.isascii() and envelope.to_email.isascii():
-            return self._pipelined(envelope, options)
-        code, message = conn.mail(envelope.from_email, options)
-        if code != 250:
-            return self._refused(code, message, "mail")
-        code, message = conn.rcpt(envelope.to_email)
-        if code not in (250, 251):
-            return self._refused(code, message, "rcpt")
-        code, message = conn.docmd("DATA")
-        if code != 354:
-            return self._refused(code, message, "data")
-        return self._body(envelope.raw)
-
-    def _pipelined(self, envelope, options):
-        """MAIL, RCPT and DATA in one write (RFC 2920): two round trips per message instead of four."""
-        conn = self.conn
-        mail = f"MAIL FROM:{smtplib.quoteaddr(envelope.from_email)}" + "".join(f" {o}" for o in options)
-        conn.send(f"{mail}\r\nRCPT TO:{smtplib.quoteaddr(envelope.to_email)}\r\nDATA\r\n")
-        replies = []
-        for _ in range(3):
-            replies.append(conn.getreply())
-            if replies[-1][0] == 421:  # the server is closing the connection
-                return self._refused(*replies[-1], "mail")
-        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
-        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
-            conn.send(b".\r\n")  # a lenient server opened DATA anyway: send nothing
-            conn.getreply()
-        if mail_code != 250:
-            return self._refused(mail_code, mail_text, "mail")
-        if rcpt_code not in (250, 251):
-            return self._refused(rcpt_code, rcpt_text, "rcpt")
-        if data_code != 354:
-            return self._refused(data_code, data_text, "data")
-        return self._body(envelope.raw)
-
-    def _body(self, raw):
-        if raw.startswith(b".") or b"\n." in raw:  # dot-stuffing only when a line starts with a dot
-            raw = (b"." + raw if raw.startswith(b".") else raw).replace(b"\n.", b"\n..")
-        if not raw.endswith(b"\r\n"):
-            raw += b"\r\n"
-        self.conn.send(raw + b".\r\n")
-        code, message = self.conn.getreply()
-        if code == 421:
-            self._drop()
-        text = _reply_text(code, message)
-        return Outcome(classify(code, text), text)
-
-    def _refused(self, code, message, stage):
-        text = _reply_text(code, message)
-        if code == 421:
-            self._drop()
-        else:
-            try:
-                self.conn.rset()
-            except (OSError, smtplib.SMTPException):
+    def collect(self):
+        if self._outcome is not None:
+            return self._outcome
+        try:
+            code, message = self.conn.getreply()
+            text = _reply_text(code, message)
+            if code == 421:
                 self._drop()
+            elif self._chained is not None:
+                self._pending = (self._chained, self._replies(3))
+            return Outcome(classify(code, text), text)
+        except (OSError, smtplib.SMTPException) as exc:
+            self._lost(exc)
+            return self._outcome
+        finally:
+            self._chained = None
+
+    def _lost(self, exc):
+        # The final reply to DATA never came: like an MTA, we retry (RFC 5321 6.1).
+        self._drop()
+        self._outcome = Outcome(RETRY, f"Network error: {exc}"[:1000], network=True)
+
+    def _commands(self, from_email, to_email):
+        # campaigns.mime writes 7bit and quoted-printable only, so no BODY=8BITMIME is needed.
+        return f"MAIL FROM:<{_ascii(from_email)}>\r\nRCPT TO:<{_ascii(to_email)}>\r\nDATA\r\n".encode()
+
+    def _start(self, envelope):
+        """MAIL, RCPT, DATA for `envelope`: pipelined in one write when offered, else one by one."""
+        if self.pipelining:
+            self.conn.send(self._commands(envelope.from_email, envelope.to_email))
+            return self._replies(3)
+        replies = []
+        for command in self._commands(envelope.from_email, envelope.to_email).decode().split("\r\n")[:3]:
+            replies.append(self.conn.docmd(command))
+            if replies[-1][0] >= 400:
+                break
+        return replies
+
+    def _replies(self, count):
+        replies = []
+        for _ in range(count):
+            replies.append(self.conn.getreply())
+            if replies[-1][0] == 421:  # the server is closing the connection
+                break
+        return replies
+
+    def _refusal(self, replies):
+        """None when MAIL, RCPT and DATA were accepted; else the Outcome, with the session reset."""
+        for (code, message), stage, ok in zip(replies, ("mail", "rcpt", "data"), ((250,), (250, 251), (354,))):
+            if code not in ok:
+                break
+        else:
+            if len(replies) == 3:
+                return None
+        text = _reply_text(code, message)
+        if code == 421:
+            self._drop()
+            return Outcome(RETRY, text)
+        if replies[-1][0] == 354:
+            self.conn.send(b".\r\n")  # a lenient server opened DATA anyway: send nothing
+            self.conn.getreply()
+        try:
+            self.conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
         return Outcome(classify(code, text, stage=stage), text)
 
     def _drop(self):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        self._chained = self._pending = None
 
 
-class OutboxTransport:
+def _stuffed(raw):
+    if raw.startswith(b".") or b"\n." in raw:  # dot-stuffing only when a line starts with a dot
+        raw = (b"." + raw if raw.startswith(b".") else raw).replace(b"\n.", b"\n..")
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def _ascii(email):
+    """The address for SMTP commands: IDNA domain, and nothing that could end the command."""
+    from . import mime
+
+    address = mime.format_address("", email)
+    if any(c in address for c in "<> \r\n"):
+        raise ValueError(f"{email!r} cannot be used in an SMTP command.")
+    return address
+
+
+class OutboxTransport(OneStep):
     wants_raw = True
 
     def __init__(self, backend):
@@ -257,7 +332,7 @@ def anymail_kwargs(backend):
     return {"api_key": backend.api_key, **options}
 
 
-class AnymailTransport:
+class AnymailTransport(OneStep):
     """An ESP through django-anymail, one HTTP session for the batch."""
 
     wants_raw = False

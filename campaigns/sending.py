@@ -121,13 +121,11 @@ class Batch:
         self.next_check = time.monotonic() + STATUS_CHECK_EVERY
 
     def run(self, job):
+        self.job = job
         try:
             with ledger.asynchronous_commit(), backends.transport_for(self.backend) as transport:
-                while self.position < len(self.rows) and not self.stop:
-                    if not self._may_continue():
-                        break
-                    self._send_one(job, transport, self.rows[self.position])
-                    self.position += 1
+                self.transport = transport
+                self._send_all()
         except backends.Unreachable as exc:
             backend_failed(self.backend, exc)
             self.stop = True
@@ -135,6 +133,36 @@ class Batch:
             self._hand_back(delay=0 if not self.stop else 15)
         if self.counts[Message.SENT]:
             backend_ok(self.backend)
+
+    def _send_all(self):
+        """Each message: submit it (chaining the next one's envelope), render the next one
+        while the server answers, collect the outcome, record it."""
+        index, envelope = self._next_sendable(0)
+        while envelope is not None and not self.stop:
+            self.position = index
+            if not self._may_continue():
+                return
+            following = index + 1 if index + 1 < len(self.rows) else None
+            chain = (envelope.from_email, self.rows[following]["email"]) if following is not None else None
+            self.transport.submit(envelope, chain=chain)
+            next_index, next_envelope = self._next_sendable(index + 1)
+            outcome = self.transport.collect()
+            if chain is not None and next_index != following:
+                self.transport.abandon()  # the chained recipient turned out unsendable
+            self._apply(self.rows[index], outcome, envelope.message_id)
+            index, envelope = next_index, next_envelope
+            self.position = max(self.position, index)
+
+    def _next_sendable(self, index):
+        """(index, envelope) of the first row from `index` that renders; the others fail with the reason."""
+        while index < len(self.rows):
+            row = self.rows[index]
+            try:
+                return index, self.job.envelope(row, with_raw=self.transport.wants_raw, backend=self.backend)
+            except NotSendable as exc:
+                self._record(row, Message.FAILED, str(exc), message_id="")
+                index += 1
+        return index, None
 
     def _hand_back(self, *, delay, status=None):
         rest = [row["pk"] for row in self.rows[self.position:]]
@@ -186,15 +214,6 @@ class Batch:
         return True
 
     # -- one message --
-
-    def _send_one(self, job, transport, row):
-        try:
-            envelope = job.envelope(row, with_raw=transport.wants_raw, backend=self.backend)
-        except NotSendable as exc:
-            self._record(row, Message.FAILED, str(exc), message_id="")
-            return
-        outcome = transport.send(envelope)
-        self._apply(row, outcome, envelope.message_id)
 
     def _apply(self, row, outcome, message_id):
         self.network_streak = self.network_streak + 1 if outcome.network else 0

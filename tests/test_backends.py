@@ -2,9 +2,13 @@
 
 import json
 import multiprocessing
+import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -14,6 +18,8 @@ from campaigns.backends import BOUNCE, FAILED, POLICY, RETRY, SENT, Envelope, cl
 from campaigns.models import Backend
 from tests.sending_factories import backend_for
 from tests.smtp import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("code, text, stage, kind", [
@@ -296,3 +302,66 @@ def test_rate_holds_across_processes(settings, tmp_path, backend_store):
         p.join()
     # then: at most the burst (20) plus 1.5 s at 20/s, whatever the number of processes
     assert 35 <= total <= 51
+
+
+# --- Pipelining (RFC 2920) against bench/sink.py, which offers it ------------------------------------------
+
+
+class PipeliningSink:
+    """bench/sink.py in its own process: it offers PIPELINING and records what it accepts."""
+
+    def __init__(self, state):
+        from bench.sink import read_state
+
+        self.state, self.read_state = state, read_state
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "bench/sink.py", "--port", str(self.port),
+                                         "--state", str(state), "--record", "--bounce", "^gone"], cwd=ROOT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    @property
+    def backend(self):
+        return Backend(name="Sink", kind=Backend.SMTP, host="127.0.0.1", port=self.port, security=Backend.NONE)
+
+    def received(self):
+        time.sleep(0.3)  # the sink writes its record a few times a second
+        return self.read_state(self.state)[2]
+
+
+@pytest.fixture
+def pipelining_sink(tmp_path):
+    sink = PipeliningSink(tmp_path)
+    yield sink
+    sink.process.terminate()
+    sink.process.wait()
+
+
+def test_chained_messages_each_get_their_own_outcome(pipelining_sink):
+    recipients = ["a@example.org", "gone@example.org", "b@example.org", "c@example.org"]
+    outcomes = []
+    with backends.SMTPTransport(pipelining_sink.backend) as transport:
+        assert transport.pipelining is True
+        for i, to in enumerate(recipients):
+            following = recipients[i + 1] if i + 1 < len(recipients) else None
+            transport.submit(envelope(to=to), chain=("a@example.com", following) if following else None)
+            outcomes.append(transport.collect())
+    assert [o.kind for o in outcomes] == [SENT, BOUNCE, SENT, SENT]
+    assert outcomes[1].response == "550 5.1.1 <gone@example.org>: Recipient address rejected"
+    assert pipelining_sink.received() == {"a@example.org": 1, "b@example.org": 1, "c@example.org": 1}
+
+
+def test_abandoning_a_chained_transaction_sends_nothing_for_it(pipelining_sink):
+    with backends.SMTPTransport(pipelining_sink.backend) as transport:
+        transport.submit(envelope(to="a@example.org"), chain=("a@example.com", "b@example.org"))
+        assert transport.collect().kind == SENT
+        transport.abandon()
+        assert transport.conn is None
+        transport.submit(envelope(to="c@example.org"))  # reconnects
+        assert transport.collect().kind == SENT
+    assert pipelining_sink.received() == {"a@example.org": 1, "c@example.org": 1}

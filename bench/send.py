@@ -1,0 +1,368 @@
+"""
+The send benchmark (`make bench-send`): a broadcast to BENCH_N subscribers (default
+50,000) through the whole pipeline, timed from "send" to the last message accepted
+by a fast SMTP sink on loopback, against the raw ceiling measured in the same run.
+
+It creates its own database (ar_bench_send) and uses its own Redis database (11),
+starts the sink (bench/sink.py, two processes), BENCH_WORKERS Celery worker
+processes (default 4) and beat, presses "send" (campaigns.broadcasts.send_now),
+and waits for the sink to have accepted every message. The template is
+personalised, with a layout and CSS, five tracked links, the open pixel and the
+List-Unsubscribe headers; BENCH_DKIM=1 signs every message (RSA-2048,
+BENCH_DKIM=ed25519 for Ed25519).
+
+The raw ceiling: the same number of pre-rendered messages (one message taken
+from this run) sent with smtplib, one connection per process, as many processes
+as workers, to the same sink.
+
+Prints ONE JSON object as its last line:
+{"bench": "send", "messages", "msgs_per_s", "raw_msgs_per_s", "ratio",
+ "peak_worker_rss_mb", "lost", "duplicates", ...}
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.sink import read_state  # noqa: E402
+
+N = int(os.environ.get("BENCH_N", "50000"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+DKIM = os.environ.get("BENCH_DKIM", "")
+DB_NAME = "ar_bench_send"
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/11")
+TIMEOUT = int(os.environ.get("BENCH_TIMEOUT", str(max(300, N // 100))))
+
+ENV = {
+    **os.environ,
+    "DATABASE_URL": f"{PG}/{DB_NAME}",
+    "REDIS_URL": REDIS,
+    "CELERY_BROKER_URL": REDIS,
+    "CELERY_TASK_ALWAYS_EAGER": "0",
+    "DEBUG": "0",
+    "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop",
+    "SITE_URL": "https://mail.bench.example",
+    "ALLOWED_HOSTS": "mail.bench.example",
+    "MESSAGE_ID_DOMAIN": "mail.bench.example",
+    "EMAIL_URL": "outbox://",
+    "LOG_LEVEL": "WARNING",
+    "SEND_CONCURRENCY": str(WORKERS),
+    "SEND_KICK_SECONDS": "2",
+}
+
+LAYOUT = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ list.name }}</title>
+<style>
+body { margin: 0; background: #f4f4f4; font-family: Helvetica, Arial, sans-serif; }
+.frame { max-width: 600px; margin: 0 auto; background: #ffffff; padding: 24px; }
+h1 { font-size: 24px; color: #222222; } p { font-size: 16px; line-height: 1.5; color: #333333; }
+a { color: #0a66c2; } .button { display: inline-block; padding: 12px 20px; background: #0a66c2; color: #ffffff; }
+.footer { font-size: 12px; color: #777777; }
+</style></head>
+<body><div class="frame">
+<p><a href="{{ view_in_browser_url }}">View this email in your browser</a></p>
+{{ content }}
+<p class="footer">You receive this because you joined {{ list.name }}.
+<a href="{{ unsubscribe_url }}">Unsubscribe</a> | <a href="{{ preferences_url }}">Update your preferences</a><br>
+{{ sender.from_name }}, {{ sender.postal_address | newline_to_br }}</p>
+</div></body></html>"""
+
+BODY = """<h1>Hello {{ subscriber.first_name | default: "friend" }},</h1>
+<p>Here is what happened this week at {{ list.name }}. We shipped the new dashboard, fixed the
+export bug that some of you reported, and wrote up how we keep sending fast.</p>
+<p><a class="button" href="https://example.com/blog/sending-fast?utm_source=newsletter">Read the story</a></p>
+{% if subscriber.city %}<p>Meet us in {{ subscriber.city }} next month.</p>{% endif %}
+<p>Also new: <a href="https://example.com/changelog">the changelog</a>,
+<a href="https://example.com/docs/segments">segments</a> and
+<a href="https://example.com/pricing">pricing</a>.</p>
+<p>Questions? <a href="https://example.com/contact">Write to us</a>.</p>"""
+
+
+def say(text):
+    sys.stderr.write(f"bench-send: {text}\n")
+    sys.stderr.flush()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def psql(sql, database="postgres"):
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG}/{database}")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+    conn.close()
+
+
+def flush_redis():
+    import redis
+
+    redis.Redis.from_url(REDIS).flushdb()  # our own database (11) only
+
+
+# --- Data ------------------------------------------------------------------------------
+
+
+def prepare_database():
+    psql(f"DROP DATABASE IF EXISTS {DB_NAME}")
+    psql(f"CREATE DATABASE {DB_NAME}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=ENV, check=True)
+
+
+def setup_django():
+    os.environ.update(ENV)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "autoresponder.settings"
+    import django
+
+    django.setup()
+
+
+def create_data(sink_port):
+    """N confirmed subscribers, a sender, a backend on the sink, a broadcast."""
+    from django.db import connection
+
+    from campaigns import broadcasts
+    from campaigns.models import Backend, Layout, SenderIdentity
+    from lists.models import MailingList, Subscriber, Subscription
+
+    newsletter = MailingList.objects.create(name="Bench weekly", from_name="Bench", from_email="news@bench.example")
+    chunk = 10_000
+    for first in range(0, N, chunk):  # the ORM, so new fields with defaults need no change here
+        people = Subscriber.objects.bulk_create(
+            Subscriber(email=f"reader{i}@bench.example", name=f"Reader{i} Smith",
+                       attributes={"city": "Lyon"} if i % 3 == 0 else {})
+            for i in range(first, min(N, first + chunk))
+        )
+        Subscription.objects.bulk_create(
+            Subscription(subscriber=p, mailing_list=newsletter, status=Subscription.CONFIRMED,
+                         source=Subscription.IMPORT) for p in people
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    sender = SenderIdentity.objects.create(name="Bench", from_name="Bench Weekly", from_email="news@bench.example",
+                                           reply_to="hello@bench.example", postal_address="1 Bench Street\nSpringfield")
+    backend = Backend.objects.create(name="Sink", kind=Backend.SMTP, host="127.0.0.1", port=sink_port,
+                                     security=Backend.NONE, priority=1, **dkim_fields())
+    layout = Layout.objects.create(name="Bench", html=LAYOUT)
+    broadcast = broadcasts.create(name="Bench", sender=sender, subject="This week at {{ list.name }}, "
+                                  "{{ subscriber.first_name }}", body=BODY, layout=layout, lists=[newsletter])
+    return broadcast, backend
+
+
+def dkim_fields():
+    if not DKIM:
+        return {}
+    from campaigns import dkim
+
+    pem, _txt = dkim.generate_key("ed25519" if DKIM == "ed25519" else "rsa")
+    return {"dkim_domain": "bench.example", "dkim_selector": "bench", "dkim_private_key": pem}
+
+
+# --- Processes -------------------------------------------------------------------------------
+
+
+def start(command, log, env=ENV):
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process):
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start_sink(port, state, log, store=0):
+    sink = start([sys.executable, "bench/sink.py", "--port", str(port), "--processes", "2", "--state", str(state),
+                  "--record", "--store", str(store)], log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sink
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the sink did not start")
+
+
+def start_workers(log_path, log):
+    workers = start([sys.executable, "-m", "celery", "-A", "autoresponder", "worker", "--pool", "prefork",
+                     "--concurrency", str(WORKERS), "--without-gossip", "--without-mingle", "--without-heartbeat",
+                     "--loglevel", "INFO", "-n", f"bench-{os.getpid()}@%h"], log, env={**ENV, "LOG_LEVEL": "INFO"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if " ready." in log_path.read_text(errors="replace"):
+            return workers
+        if workers.poll() is not None:
+            raise RuntimeError(f"the workers stopped; see {log_path}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the workers did not become ready; see {log_path}")
+
+
+def peak_rss_mb(root_pid):
+    """The highest peak RSS (VmHWM) among the worker processes (the Celery parent and its children)."""
+    peak = 0
+    for pid in [root_pid, *children(root_pid)]:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except FileNotFoundError:
+            continue
+    return round(peak / 1024, 1)
+
+
+def children(pid):
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [int(c) for c in found] + [g for c in found for g in children(int(c))]
+
+
+def wait_for_sink(state, count, timeout, on_tick=None):
+    began = deadline = time.monotonic()
+    deadline += timeout
+    next_report = began + 5
+    while time.monotonic() < deadline:
+        accepted, last, _ = read_state(state)
+        if on_tick:
+            on_tick()
+        if accepted >= count:
+            return last
+        if time.monotonic() >= next_report:
+            next_report += 5
+            say(f"  {accepted:,} of {count:,} accepted after {time.monotonic() - began:.0f} s")
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out: the sink accepted {read_state(state)[0]} of {count}")
+
+
+# --- The raw ceiling -------------------------------------------------------------------------------
+
+
+def _raw_sender(port, raw, first, count, barrier):
+    connection = smtplib.SMTP("127.0.0.1", port)
+    connection.ehlo("raw.bench.example")
+    barrier.wait()
+    for i in range(first, first + count):
+        connection.sendmail("news@bench.example", [f"raw{i}@bench.example"], raw)
+    connection.quit()
+
+
+def raw_ceiling(port, state, raw):
+    """N pre-rendered messages with smtplib, WORKERS processes, one connection each."""
+    share = [N // WORKERS + (1 if i < N % WORKERS else 0) for i in range(WORKERS)]
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(WORKERS + 1)
+    starts = [sum(share[:i]) for i in range(WORKERS)]
+    procs = [context.Process(target=_raw_sender, args=(port, raw, starts[i], share[i], barrier)) for i in range(WORKERS)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    began = time.time()
+    last = wait_for_sink(state, N, TIMEOUT)
+    for p in procs:
+        p.join()
+    return N / (last - began)
+
+
+# --- Main ----------------------------------------------------------------------------------------
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    log_path = work / "processes.log"
+    log = open(log_path, "ab")
+    processes = []
+    say(f"{N:,} recipients, {WORKERS} worker processes, DKIM {DKIM or 'off'}; logs in {log_path}")
+    try:
+        flush_redis()
+        prepare_database()
+        setup_django()
+        port = free_port()
+        pipeline_state = work / "pipeline"
+        processes.append(start_sink(port, pipeline_state, log, store=1))
+        broadcast, backend = create_data(port)
+        say("data ready; starting workers")
+        workers = start_workers(log_path, log)
+        processes.append(workers)
+        processes.append(start([sys.executable, "-m", "celery", "-A", "autoresponder", "beat", "--loglevel",
+                                "WARNING", "--schedule", str(work / "beat-schedule")], log))
+        peak = [0.0]
+
+        def sample():
+            peak[0] = max(peak[0], peak_rss_mb(workers.pid))
+
+        from campaigns import broadcasts
+
+        began = time.time()
+        broadcasts.send_now(broadcast)
+        last = wait_for_sink(pipeline_state, N, TIMEOUT, on_tick=sample)
+        msgs_per_s = N / (last - began)
+        sample()
+        time.sleep(1)  # let late duplicates, if any, arrive before counting
+        _, _, seen = read_state(pipeline_state)
+        lost = N - len(seen)
+        duplicates = sum(seen.values()) - len(seen)
+        say(f"pipeline: {msgs_per_s:,.0f} msg/s; peak worker RSS {peak[0]} MB; now the raw ceiling")
+        for process in processes[1:]:
+            stop(process)
+        raw = next(pipeline_state.glob("*.eml")).read_bytes()
+        raw_state = work / "raw"
+        raw_sink = start_sink(free_port(), raw_state, log)
+        processes.append(raw_sink)
+        raw_port = int(raw_sink.args[raw_sink.args.index("--port") + 1])
+        raw_per_s = raw_ceiling(raw_port, raw_state, raw)
+        result = {
+            "bench": "send", "messages": N, "msgs_per_s": round(msgs_per_s), "raw_msgs_per_s": round(raw_per_s),
+            "ratio": round(msgs_per_s / raw_per_s, 3), "peak_worker_rss_mb": peak[0], "lost": lost,
+            "duplicates": duplicates, "workers": WORKERS, "dkim": DKIM or "off",
+            "message_bytes": len(raw), "seconds": round(last - began, 1), "load_avg_1m": os.getloadavg()[0],
+        }
+    except BaseException:
+        say(f"failed; the processes' log is kept in {log_path}")
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        for process in processes:
+            stop(process)
+        log.close()
+        teardown()
+    print(json.dumps(result))
+
+
+def teardown():
+    from django.db import connections
+
+    connections.close_all()
+    try:
+        psql(f"DROP DATABASE IF EXISTS {DB_NAME}")
+    except Exception as exc:  # leave it; the next run drops it first
+        say(f"could not drop {DB_NAME}: {exc}")
+    flush_redis()
+
+
+if __name__ == "__main__":
+    main()
