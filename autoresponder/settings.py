@@ -286,6 +286,39 @@ SEND_SLOT_TTL = env_int("SEND_SLOT_TTL", 60)
 ANYMAIL = {
     "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
 }
+# ESPs that sign their webhooks on top of the shared secret (campaigns/webhooks.py).
+for _name in ("MAILGUN_WEBHOOK_SIGNING_KEY", "MANDRILL_WEBHOOK_KEY", "MANDRILL_WEBHOOK_URL",
+              "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"):
+    try:
+        _value = env.str(_name, default="")
+    except (ImproperlyConfigured, OSError) as exc:
+        fail(f"{_name}: {exc}")
+    if _value:
+        ANYMAIL[_name] = _value
+
+# --- Tracking and the feedback loop (campaigns/events.py, inbound.py, policy.py) ----------------
+# Opens and clicks go to a Redis list and are drained into Postgres in batches every
+# TRACKING_DRAIN_SECONDS ("direct": written by the request itself; the default without Redis).
+TRACKING_BUFFER = os.environ.get("TRACKING_BUFFER", "redis" if REDIS_URL else "direct")
+if TRACKING_BUFFER not in ("redis", "direct"):
+    fail(f"TRACKING_BUFFER={TRACKING_BUFFER!r} must be redis or direct.")
+TRACKING_DRAIN_SECONDS = env_int("TRACKING_DRAIN_SECONDS", 2)
+TRACKING_DRAIN_BATCH = env_int("TRACKING_DRAIN_BATCH", 5000)
+# An open or click this soon after sending is a scanner or prefetcher, not a person.
+TRACKING_SCANNER_SECONDS = env_int("TRACKING_SCANNER_SECONDS", 5)
+# Return path of SMTP mail: bounces+<signed message id>@BOUNCE_DOMAIN (VERP). Deliver that
+# domain's mail to the mailbox at BOUNCE_MAILBOX_URL (imaps://user:password@host:993/INBOX,
+# imap://, pop3s://, pop3://; ?processed=Folder moves handled IMAP mail instead of deleting it).
+BOUNCE_DOMAIN = os.environ.get("BOUNCE_DOMAIN", "")
+BOUNCE_LOCAL_PART = os.environ.get("BOUNCE_LOCAL_PART", "bounces")
+try:
+    BOUNCE_MAILBOX_URL = env.str("BOUNCE_MAILBOX_URL", default="")  # or BOUNCE_MAILBOX_URL_FILE
+except (ImproperlyConfigured, OSError) as exc:
+    fail(f"BOUNCE_MAILBOX_URL: {exc}")
+if BOUNCE_MAILBOX_URL and urlsplit(BOUNCE_MAILBOX_URL).scheme not in ("imap", "imaps", "pop3", "pop3s"):
+    fail("BOUNCE_MAILBOX_URL must start with one of: imaps://, imap://, pop3s://, pop3:// "
+         "(e.g. imaps://user:password@mail.example.com:993/INBOX)")
+BOUNCE_MAILBOX_SECONDS = env_int("BOUNCE_MAILBOX_SECONDS", 60)
 
 # Key for secrets stored in the database (backend credentials, DKIM keys). Derived
 # from SECRET_KEY unless set; changing it makes stored secrets unreadable.
