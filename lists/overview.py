@@ -1,10 +1,14 @@
-"""The lists section of the overview page: totals and this week's movement, cached for a minute."""
+"""The lists section of the overview page: totals and this week's movement (cached for a minute), and
+subscribers over the last 90 days as a chart (lists.growth)."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.core.cache import cache
 from django.utils import timezone
 
+from autoresponder.charts import BAR, LEFT, LINE, RIGHT, Series, chart_table, series_chart
+
+from . import growth
 from .models import MailingList, Subscriber, Subscription
 
 CACHE_KEY = "lists:overview"
@@ -28,9 +32,24 @@ def figures(now=None):
     }
 
 
+GROWTH_SERIES = (
+    Series("subscribers", "Subscribers", LINE, LEFT),
+    Series("new", "New subscribers", BAR, RIGHT),
+    Series("unsubscribes", "Unsubscribes", BAR, RIGHT),
+)
+
+
+def growth_chart(days=growth.DAYS):
+    """The overview's chart: subscribers at each day's end, new ones and unsubscribes per day."""
+    rows = growth.daily_growth(days)
+    return {"chart": series_chart(rows, x="day", series=GROWTH_SERIES, x_format=date.isoformat),
+            "table": chart_table(rows[::-1], x="day", series=GROWTH_SERIES, x_format=date.isoformat),
+            "series": GROWTH_SERIES, "days": days, "today": rows[-1]}
+
+
 def dashboard_sections(request):
     data = cache.get(CACHE_KEY)
     if data is None:
         data = figures()
         cache.set(CACHE_KEY, data, CACHE_SECONDS)
-    return [{"template": "lists/_overview.html", "data": data}]
+    return [{"template": "lists/_overview.html", "data": {**data, "growth": growth_chart()}}]
