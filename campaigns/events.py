@@ -1,0 +1,417 @@
+"""
+Recording what happened to sent messages: opens, clicks, unsubscribes,
+deliveries, bounces, deferrals and complaints.
+
+Two ways in, one way down:
+
+- `hit(kind, message_pk, link_pk)` is what the open pixel and the click redirect
+  call, thousands of times a second. With Redis configured it only appends one
+  compact record to a Redis list (one round trip, ~0.1 ms) and returns; the beat
+  task `drain()` moves the records into Postgres in batches every couple of
+  seconds. Without Redis (the embedded defaults) it writes at once.
+- `record(kind, message_pk, …)` is for the rare events whose caller must know
+  whether they are new — bounces and complaints (the policy acts once), ESP
+  webhooks (an error must reach the ESP so it retries), unsubscribes. Written
+  at once, in the caller's request or task.
+
+Both end in `ingest(records)`: one multi-row `INSERT … ON CONFLICT (uid) DO
+NOTHING RETURNING`, then the rollups (campaigns.models.StatsBucket, LinkStats)
+moved by exactly the rows that were new, in the same transaction. Every record
+carries a uid (random for a hit, derived from the ESP's event id or the report's
+Message-ID otherwise), so a record stored twice is counted once.
+
+The buffer's trade-off: a hit is acknowledged once it is in Redis, not in
+Postgres. Redis losing its memory (a restart without persistence) loses the
+hits of the last drain interval (2 s by default); Postgres being slow or down
+loses nothing — the records wait in Redis. Delivery from the buffer is
+at-least-once: a drainer moves a batch to a processing list atomically, stores
+it, and only then drops the processing list; a drainer that dies in between
+leaves the batch there for the next one, and the uids make the second store a
+no-op. When Redis cannot be reached, a hit is written directly instead.
+"""
+
+import logging
+import re
+import time
+import uuid
+from collections import Counter, defaultdict, namedtuple
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import Event, LinkStats, Link, Message, StatsBucket
+
+log = logging.getLogger(__name__)
+
+# `pk` is the stored row's id, known once ingest() has inserted it.
+Record = namedtuple(
+    "Record", "uid kind message_pk link_pk at is_machine source detail scope scope_id pk",
+    defaults=(None, None, None, False, "", "", "", None, None),
+)
+
+QUEUE = "campaigns:events"
+PROCESSING = "campaigns:events:processing"
+DRAIN_LOCK = "campaigns:events:drain-lock"
+_NAMESPACE = uuid.UUID("5b0c7a39-41c8-4d0b-9f36-8f5d8bb0a2e1")
+_HIT_KINDS = {"o": Event.OPEN, "c": Event.CLICK}
+_HIT_CODES = {kind: code for code, kind in _HIT_KINDS.items()}
+_SOURCES = {Event.OPEN: "pixel", Event.CLICK: "redirect"}
+# Link scanners and preview fetchers that announce themselves. Real mail clients and
+# the image proxies that fetch on a human's open (Gmail's, Apple's) are not listed.
+_SCANNER_AGENTS = re.compile(
+    r"bot\b|bot/|spider|crawl|preview|scanner|barracuda|mimecast|proofpoint|forcepoint|trend ?micro|symantec"
+    r"|messagelabs|sophos|fireeye|safe ?links|urldefense|ironport|zscaler|python-requests|python-urllib|curl/"
+    r"|wget|go-http-client|okhttp|libwww|headlesschrome|phantomjs|facebookexternalhit|whatsapp|skypeuripreview",
+    re.IGNORECASE,
+)
+# Moves up to ARGV[1] records from the queue to the processing list in one atomic step.
+_TAKE = """
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items > 0 then
+  redis.call('LTRIM', KEYS[1], #items, -1)
+  for i = 1, #items, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+return items
+"""
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_clients = {}
+
+
+# --- Entry points -----------------------------------------------------------------------------
+
+
+def event_uid(*parts):
+    """A stable uid for an event known by other ids (an ESP event id, a report's Message-ID)."""
+    return uuid.uuid5(_NAMESPACE, "|".join(str(part) for part in parts))
+
+
+def is_scanner(user_agent):
+    return bool(user_agent) and _SCANNER_AGENTS.search(user_agent) is not None
+
+
+def hit(kind, message_pk, link_pk=None, *, head=False, user_agent=""):
+    """An open or a click arrived at our endpoints: buffer it (or store it when there is no buffer)."""
+    machine = head or is_scanner(user_agent)
+    packed = _pack(kind, message_pk, link_pk, machine)
+    if buffered():
+        try:
+            redis_client().rpush(QUEUE, packed)
+            return
+        except Exception:  # noqa: BLE001 - any Redis failure: store directly instead of losing it
+            log.warning("Event buffer unreachable; storing the %s directly.", kind, exc_info=True)
+    ingest([_unpack(packed)])
+
+
+def record(kind, message_pk=None, *, uid=None, at=None, link_pk=None, source="", detail="", is_machine=False):
+    """Store one event now; returns True when it was new (so the caller acts on it once)."""
+    item = Record(
+        uid=uid or uuid.uuid4(), kind=kind, message_pk=message_pk, link_pk=link_pk, at=at or timezone.now(),
+        is_machine=is_machine, source=source, detail=(detail or "")[:5000],
+    )
+    return bool(ingest([item]))
+
+
+# --- The buffer ----------------------------------------------------------------------------------
+
+
+def buffered():
+    return settings.TRACKING_BUFFER == "redis" and bool(settings.REDIS_URL)
+
+
+def redis_client():
+    url = settings.REDIS_URL
+    if url not in _clients:
+        import redis
+
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    return _clients[url]
+
+
+def _pack(kind, message_pk, link_pk, machine):
+    """'<uid hex>|<o or c>|<message>|<link>|<unix ms>|<0 or 1>': ~60 bytes in Redis."""
+    return f"{uuid.uuid4().hex}|{_HIT_CODES[kind]}|{message_pk}|{link_pk or ''}|{int(time.time() * 1000)}|{int(machine)}"
+
+
+def _unpack(item):
+    text = item.decode() if isinstance(item, bytes) else item
+    uid, code, message_pk, link_pk, millis, machine = text.split("|")
+    kind = _HIT_KINDS[code]
+    return Record(
+        uid=uuid.UUID(hex=uid), kind=kind, message_pk=int(message_pk), link_pk=int(link_pk) if link_pk else None,
+        at=datetime.fromtimestamp(int(millis) / 1000, tz=dt_timezone.utc), is_machine=machine == "1",
+        source=_SOURCES[kind],
+    )
+
+
+def parse_buffered(items):
+    records = []
+    for item in items:
+        try:
+            records.append(_unpack(item))
+        except (ValueError, KeyError, UnicodeDecodeError):
+            log.error("Dropping a malformed event record: %r", item[:200])
+    return records
+
+
+def take(client, batch):
+    """Move up to `batch` records from the queue to the processing list; returns them."""
+    return client.eval(_TAKE, 2, QUEUE, PROCESSING, batch)
+
+
+def drain(*, batch=None, seconds=None):
+    """Move buffered hits into Postgres until the queue is empty or `seconds` have passed.
+
+    One drainer at a time (a Redis lock); returns how many records were stored new.
+    Records left in the processing list by a drainer that died are stored first.
+    """
+    if not buffered():
+        return 0
+    batch = batch or settings.TRACKING_DRAIN_BATCH
+    deadline = time.monotonic() + (settings.TRACKING_DRAIN_SECONDS * 5 if seconds is None else seconds)
+    client = redis_client()
+    token = uuid.uuid4().hex
+    if not client.set(DRAIN_LOCK, token, nx=True, ex=120):
+        return 0
+    stored = 0
+    try:
+        stored += _settle(client)
+        while time.monotonic() < deadline:
+            if not take(client, batch):
+                break
+            stored += _settle(client)
+            client.expire(DRAIN_LOCK, 120)
+    finally:
+        client.eval(_RELEASE, 1, DRAIN_LOCK, token)
+    return stored
+
+
+def _settle(client):
+    """Store what is in the processing list, then drop it (only after the commit)."""
+    items = client.lrange(PROCESSING, 0, -1)
+    if not items:
+        return 0
+    stored = len(ingest(parse_buffered(items)))
+    client.delete(PROCESSING)
+    return stored
+
+
+def pending():
+    """Records waiting in the buffer (queue and processing list), for the dashboard and tests."""
+    if not buffered():
+        return 0
+    client = redis_client()
+    return client.llen(QUEUE) + client.llen(PROCESSING)
+
+
+# --- Storing -------------------------------------------------------------------------------------
+
+
+def ingest(records):
+    """Store `records` (idempotent by uid) and move the rollups by the new ones; returns those."""
+    if not records:
+        return []
+    records = _enrich(records)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # One ingest at a time, so "first open of this message" is decided once.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        new = _insert(records)
+        _roll_up(new)
+    return new
+
+
+_LOCK_KEY = 0x61727476  # "artv": campaigns.events ingest
+
+
+def _enrich(records):
+    """Fill in what the hot path does not know: the scope of each message, whether its list
+    keeps only aggregates, and hits that came seconds after sending (a scanner)."""
+    message_pks = {r.message_pk for r in records if r.message_pk}
+    messages = {row[0]: row[1:] for row in _message_rows(message_pks)}
+    link_pks = {r.link_pk for r in records if r.link_pk}
+    links = set(Link.objects.filter(pk__in=link_pks).values_list("pk", flat=True)) if link_pks else set()
+    scopes = {(scope, scope_id) for scope, scope_id, _ in messages.values()}
+    private = _private_scopes(scopes)
+    window = timedelta(seconds=settings.TRACKING_SCANNER_SECONDS)
+    enriched = []
+    for r in records:
+        found = messages.get(r.message_pk)
+        scope, scope_id, sent_at = found if found else (r.scope, r.scope_id, None)
+        engagement = r.kind in (Event.OPEN, Event.CLICK)
+        machine = r.is_machine or bool(engagement and sent_at and r.at - sent_at < window)
+        message_pk = r.message_pk if found and not (engagement and (scope, scope_id) in private) else None
+        enriched.append(r._replace(
+            message_pk=message_pk, link_pk=r.link_pk if r.link_pk in links else None, is_machine=machine,
+            scope=scope or "", scope_id=scope_id,
+        ))
+    return enriched
+
+
+def _message_rows(pks):
+    """(pk, scope, scope_id, sent_at) of the messages that still exist."""
+    if not pks:
+        return []
+    fields = ["pk", "broadcast_id", "sent_at"] + (["step_id"] if _has_steps() else [])
+    rows = []
+    for values in Message.objects.filter(pk__in=pks).values_list(*fields):
+        pk, broadcast_id, sent_at = values[:3]
+        step_id = values[3] if len(values) > 3 else None
+        if broadcast_id:
+            rows.append((pk, Event.BROADCAST, broadcast_id, sent_at))
+        elif step_id:
+            rows.append((pk, Event.STEP, step_id, sent_at))
+        else:
+            rows.append((pk, "", None, sent_at))
+    return rows
+
+
+def _has_steps():
+    return any(field.name == "step" for field in Message._meta.get_fields())
+
+
+def _private_scopes(scopes):
+    """The broadcasts and steps that went to an aggregate-only list."""
+    from .stats import private_scopes
+
+    return private_scopes(scopes)
+
+
+_COLUMNS = ("uid", "kind", "message_id", "scope", "scope_id", "link_id", "is_machine", "source", "detail",
+            "created_at")
+_ROWS_PER_STATEMENT = 1000  # 10 parameters a row, well under Postgres's 65,535
+
+
+def _insert(records):
+    """One INSERT per 1,000 records; returns the records that were not stored before."""
+    uid_field = Event._meta.get_field("uid")
+    adapt = connection.ops.adapt_datetimefield_value
+    by_uid = {}
+    for r in records:
+        by_uid.setdefault(str(uid_field.get_db_prep_value(r.uid, connection)), r)
+    new = []
+    items = list(by_uid.items())
+    row_sql = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        chunk = items[start:start + _ROWS_PER_STATEMENT]
+        params = []
+        for key, r in chunk:
+            params += [key, r.kind, r.message_pk, r.scope, r.scope_id, r.link_pk, r.is_machine, r.source,
+                       r.detail, adapt(r.at)]
+        sql = (
+            f"INSERT INTO campaigns_event ({', '.join(_COLUMNS)}) VALUES {', '.join([row_sql] * len(chunk))}"
+            " ON CONFLICT (uid) DO NOTHING RETURNING uid, id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            returned = cursor.fetchall()
+        new += [by_uid[str(uid_field.get_db_prep_value(uid, connection))]._replace(pk=pk) for uid, pk in returned]
+    return new
+
+
+# --- Rollups -------------------------------------------------------------------------------------
+
+_COUNTER_OF_KIND = {
+    Event.DELIVERED: "delivered", Event.BOUNCE: "bounced", Event.SOFT_BOUNCE: "soft_bounced",
+    Event.DEFERRED: "deferred", Event.COMPLAINT: "complained", Event.UNSUBSCRIBE: "unsubscribed",
+}
+BUCKET_COUNTERS = (
+    "sent", "delivered", "bounced", "soft_bounced", "deferred", "complained", "unsubscribed", "opens",
+    "unique_opens", "clicks", "unique_clicks", "machine_opens", "machine_clicks",
+)
+LINK_COUNTERS = ("clicks", "unique_clicks", "machine_clicks")
+
+
+def hour_of(moment):
+    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _roll_up(new):
+    scoped = [r for r in new if r.scope and r.scope_id]
+    if not scoped:
+        return
+    buckets = defaultdict(Counter)
+    links = defaultdict(Counter)
+    firsts = _first_engagements(scoped)
+    for r in scoped:
+        bucket = buckets[(r.scope, r.scope_id, hour_of(r.at))]
+        if r.kind in _COUNTER_OF_KIND:
+            bucket[_COUNTER_OF_KIND[r.kind]] += 1
+            continue
+        noun = "opens" if r.kind == Event.OPEN else "clicks"
+        bucket[("machine_" if r.is_machine else "") + noun] += 1
+        first_of = firsts.get(r.pk, ())
+        bucket.update(counter for counter in first_of if counter != "link")
+        if r.kind == Event.CLICK and r.link_pk:
+            link = links[(r.scope, r.scope_id, r.link_pk)]
+            link["machine_clicks" if r.is_machine else "clicks"] += 1
+            link["unique_clicks"] += "link" in first_of
+    add_to_buckets(buckets)
+    _add_to_links(links)
+
+
+def _first_engagements(records):
+    """{event id: counters it is the first of} for human opens and clicks tied to a message:
+    "unique_opens", "unique_clicks" (first click of the message), "link" (first on that link)."""
+    human = sorted(
+        (r for r in records if r.message_pk and not r.is_machine and r.kind in (Event.OPEN, Event.CLICK)),
+        key=lambda r: (r.at, r.pk),
+    )
+    if not human:
+        return {}
+    first_new_id = min(r.pk for r in human)
+    seen = set()
+    earlier = Event.objects.filter(
+        message_id__in={r.message_pk for r in human}, kind__in=(Event.OPEN, Event.CLICK), is_machine=False,
+        id__lt=first_new_id,
+    ).values_list("message_id", "kind", "link_id").distinct()
+    for message_pk, kind, link_pk in earlier:
+        seen.add((message_pk, kind))
+        if kind == Event.CLICK:
+            seen.add((message_pk, kind, link_pk))
+    firsts = {}
+    for r in human:
+        counters = []
+        if (r.message_pk, r.kind) not in seen:
+            seen.add((r.message_pk, r.kind))
+            counters.append("unique_opens" if r.kind == Event.OPEN else "unique_clicks")
+        if r.kind == Event.CLICK and r.link_pk and (r.message_pk, r.kind, r.link_pk) not in seen:
+            seen.add((r.message_pk, r.kind, r.link_pk))
+            counters.append("link")
+        if counters:
+            firsts[r.pk] = counters
+    return firsts
+
+
+def add_to_buckets(buckets):
+    """{(scope, scope_id, hour): Counter(column=n)} added to StatsBucket rows, one upsert."""
+    _upsert(StatsBucket, ("scope", "scope_id", "hour"), BUCKET_COUNTERS, buckets)
+
+
+def _add_to_links(links):
+    _upsert(LinkStats, ("scope", "scope_id", "link_id"), LINK_COUNTERS, links)
+
+
+def _upsert(model, keys, counters, changes):
+    rows = [(key, counts) for key, counts in sorted(changes.items(), key=lambda item: str(item[0])) if any(counts.values())]
+    if not rows:
+        return
+    table = model._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    row_sql = "(" + ", ".join(["%s"] * (len(keys) + len(counters))) + ")"
+    params = []
+    for key, counts in rows:
+        params += [adapt(v) if isinstance(v, datetime) else v for v in key]
+        params += [counts.get(c, 0) for c in counters]
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(keys + counters)}) VALUES {', '.join([row_sql] * len(rows))}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
