@@ -95,7 +95,7 @@ def _delivery_status(message, clues):
     originals = _original_message_ids(message)
     reports = []
     for block in blocks[1:]:  # the first block is about the message, the rest per recipient
-        status = _status_code(block.get("Status", "")) or _status_code(block.get("Diagnostic-Code", ""))
+        status = status_code(block.get("Status", "")) or status_code(block.get("Diagnostic-Code", ""))
         kind = classify(status, action=block.get("Action", ""))
         if kind is None:
             continue
@@ -218,7 +218,7 @@ def _typed_address(value):
     return value.strip().strip("<>").strip()
 
 
-def _status_code(value):
+def status_code(value):
     found = _STATUS.search(value or "")
     return found.group(0) if found else ""
 

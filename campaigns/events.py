@@ -243,7 +243,7 @@ def _enrich(records):
         found = messages.get(r.message_pk)
         scope, scope_id, sent_at = found if found else (r.scope, r.scope_id, None)
         engagement = r.kind in (Event.OPEN, Event.CLICK)
-        machine = r.is_machine or bool(engagement and sent_at and r.at - sent_at < window)
+        machine = r.is_machine or bool(engagement and sent_at and abs(r.at - sent_at) < window)
         message_pk = r.message_pk if found and not (engagement and (scope, scope_id) in private) else None
         enriched.append(r._replace(
             message_pk=message_pk, link_pk=r.link_pk if r.link_pk in links else None, is_machine=machine,
