@@ -52,4 +52,5 @@ def dashboard_sections(request):
     if data is None:
         data = figures()
         cache.set(CACHE_KEY, data, CACHE_SECONDS)
-    return [{"template": "lists/_overview.html", "data": {**data, "growth": growth_chart()}}]
+    return [{"template": "lists/_overview.html", "data": data},
+            {"template": "lists/_growth.html", "data": growth_chart()}]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import public, views
+from . import public, views, views_bulk
 
 app_name = "lists"
 urlpatterns = [
@@ -20,6 +20,7 @@ urlpatterns = [
     path("subscribers/<int:pk>/delete/", views.subscriber_delete, name="subscriber_delete"),
     path("subscribers/<int:pk>/wipe/", views.subscriber_wipe, name="subscriber_wipe"),
     path("subscribers/<int:pk>/export/", views.subscriber_export, name="subscriber_export"),
+    path("subscribers/bulk/", views_bulk.subscriber_bulk, name="subscriber_bulk"),
     # Public pages (no sign-in; lists by public uuid, people by signed token)
     path("s/<uuid:public_id>/", public.signup, name="public_signup"),
     path("s/<uuid:public_id>/embed", public.signup_embed, name="public_signup_embed"),

@@ -1,0 +1,102 @@
+"""
+Actions on many subscribers at once, from the dashboard's subscriber index: tag,
+untag, unsubscribe, delete. (lists.bulk is the REST API's bulk upsert.)
+
+Each function takes a Subscriber QuerySet — a selection by id or a whole search
+filter (lists.search) — and changes the rows set-based, in SQL, never one ORM
+call per subscriber: tagging is one INSERT … SELECT … ON CONFLICT DO NOTHING,
+untagging one DELETE, unsubscribing one UPDATE … RETURNING. Deleting goes in
+chunks through Django's collector, which knows every table that points at a
+subscriber (campaigns' included) without lists importing campaigns.
+
+Each returns how many rows it changed; running it again changes none. The
+audience events (lists.events) are published for what changed, as the
+one-subscriber services do, so REST hooks see bulk changes too.
+"""
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import events
+from .models import Subscriber, Subscription, Tag
+from .validation import clean_tag, one_line
+
+DELETE_CHUNK = 2000  # subscribers per delete transaction: bounded memory and lock time
+EVENT_CHUNK = 1000
+
+
+def _ids_sql(queryset):
+    """The SQL (and params) selecting the queryset's primary keys, for use as a subquery."""
+    return queryset.order_by().values("pk").query.sql_with_params()
+
+
+def tag_all(subscribers, name):
+    """Give every subscriber in `subscribers` the tag `name` (created if new); returns how many got it."""
+    tag, _ = Tag.objects.get_or_create(name=clean_tag(name))
+    sql, params = _ids_sql(subscribers)
+    through = Subscriber.tags.through._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {through} (subscriber_id, tag_id) SELECT picked.id, %s FROM ({sql}) AS picked(id) "
+            "ON CONFLICT (subscriber_id, tag_id) DO NOTHING",
+            [tag.pk, *params],
+        )
+        return cursor.rowcount
+
+
+def untag_all(subscribers, name):
+    """Take the tag `name` off every subscriber in `subscribers`; returns how many lost it."""
+    tag = Tag.objects.filter(name=str(name).strip()).first()
+    if tag is None:
+        return 0
+    deleted, _ = Subscriber.tags.through.objects.filter(tag=tag, subscriber__in=subscribers.order_by().values("pk")).delete()
+    return deleted
+
+
+def unsubscribe_all(subscribers, mailing_list=None, *, reason=""):
+    """Unsubscribe `subscribers` from `mailing_list`, or from every list; returns how many subscriptions changed."""
+    pending = Subscription.objects.filter(subscriber__in=subscribers.order_by().values("pk")).exclude(
+        status=Subscription.UNSUBSCRIBED)
+    if mailing_list is not None:
+        pending = pending.filter(mailing_list=mailing_list)
+    sql, params = _ids_sql(pending)
+    now = timezone.now()
+    table = Subscription._meta.db_table
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET status = %s, unsubscribed_at = %s, unsubscribe_reason = %s, "
+                f"unsubscribe_ip = NULL, updated_at = %s WHERE id IN ({sql}) RETURNING id",
+                [Subscription.UNSUBSCRIBED, now, one_line(reason, 200), now, *params],
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        _announce_unsubscribed(ids)
+    return len(ids)
+
+
+def _announce_unsubscribed(ids):
+    if not ids or not events.wanted(events.SUBSCRIPTION_UNSUBSCRIBED):
+        return
+    for start in range(0, len(ids), EVENT_CHUNK):
+        chunk = Subscription.objects.filter(pk__in=ids[start:start + EVENT_CHUNK]).select_related(
+            "subscriber", "mailing_list").order_by("pk")
+        events.publish(events.SUBSCRIPTION_UNSUBSCRIBED, lambda: [events.subscription_payload(s) for s in chunk])
+
+
+def delete_all(subscribers):
+    """Delete `subscribers` with their subscriptions, a chunk per transaction; returns how many went.
+
+    Campaign statistics keep their rows (their subscriber link is set to NULL), as with one delete.
+    """
+    deleted, after = 0, 0
+    ordered = subscribers.order_by("pk")
+    while True:
+        chunk = list(ordered.filter(pk__gt=after).only("pk", "email")[:DELETE_CHUNK])
+        if not chunk:
+            return deleted
+        with transaction.atomic():
+            events.publish(events.SUBSCRIBER_DELETED,
+                           lambda: [events.deleted_payload(s, erased=False) for s in chunk])
+            counts = Subscriber.objects.filter(pk__in=[s.pk for s in chunk]).delete()[1]
+        deleted += counts.get(Subscriber._meta.label, 0)
+        after = chunk[-1].pk
