@@ -64,6 +64,8 @@ def message_pk_from_address(purpose, address):
     text = found.group(1).upper()
     try:
         raw = base64.b32decode(text + "=" * (-len(text) % 8))
+        if base64.b32encode(raw).decode("ascii").rstrip("=") != text:
+            return None  # one spelling per token: the unused low bits must be zero
         values = tokens.unsign(purpose, base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="))
     except (binascii.Error, ValueError):
         return None
