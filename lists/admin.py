@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.db import models
 
-from . import services
-from .models import ErasedAddress, MailingList, Segment, Subscriber, Subscription, Suppression, Tag
+from . import importing, services
+from .models import ErasedAddress, ImportJob, MailingList, Segment, Subscriber, Subscription, Suppression, Tag
 
 
 class TagActionForm(ActionForm):
@@ -180,3 +180,25 @@ class ErasedAddressAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """CSV imports, started from the dashboard or `manage.py import_subscribers`; kept as a record."""
+
+    list_display = ("pk", "original_name", "mailing_list", "mode", "confirmed", "status", "rows", "created",
+                    "updated", "skipped", "invalid", "created_by", "created_at")
+    list_filter = ("status", "mode", "confirmed", "created_at")
+    search_fields = ("original_name", "mailing_list__name", "created_by__username", "failure")
+    list_select_related = ("mailing_list", "created_by")
+    readonly_fields = [f.name for f in ImportJob._meta.fields]
+    actions = ["run_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Run the selected failed or stuck imports again")
+    def run_again(self, request, queryset):
+        restarted = sum(1 for job in queryset if importing.restart(job))
+        self.message_user(request, f"{restarted} import(s) queued again. Finished imports and those whose file "
+                                   "is gone are left as they are.", messages.SUCCESS)

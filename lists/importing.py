@@ -126,6 +126,23 @@ def start(job):
     transaction.on_commit(lambda: task.delay(job.pk))
 
 
+def restart(job):
+    """Queue a failed or stuck (running) import again; returns False when it is done or its file is gone."""
+    if job.status not in (ImportJob.FAILED, ImportJob.RUNNING) or not job.mapping:
+        return False
+    try:
+        if not source_path(job).is_file():
+            return False
+    except CSVFileError:
+        return False
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.PENDING, failure="", started_at=None, finished_at=None, processed_bytes=0, rows=0,
+        created=0, updated=0, skipped=0, invalid=0, errors=[], error_report="",
+    )
+    start(job)
+    return True
+
+
 # --- Running -----------------------------------------------------------------------------------
 
 

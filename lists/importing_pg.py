@@ -34,6 +34,8 @@ BULK_SETTINGS = (
     "SET LOCAL gin_pending_list_limit = '256MB'",
 )
 
+ANALYZE_AFTER = 50_000  # rows written; a larger import refreshes the planner's statistics
+
 S = Subscriber._meta.db_table
 M = Subscription._meta.db_table
 SUPPRESSION = Suppression._meta.db_table
@@ -166,26 +168,36 @@ def _known(cursor, job):
     return skipped
 
 
-def _insert_subscribers(cursor):
-    """Create the subscribers not matched, with ids taken from the sequence beforehand, so that their
-    subscriptions need no second look-up and a plain INSERT (no per-row ON CONFLICT check) will do."""
-    given = {"id", "email", "name", "attributes", "time_zone", "status", "created_at", "updated_at"}
+def _insert_new(cursor, job, details):
+    """Create the subscribers not matched, then their subscriptions and tags; returns how many
+    subscriptions were created.
+
+    The subscriber INSERT hands its new ids to import_new, so the subscriptions need no second look-up
+    by address, and as new subscribers cannot have a subscription or a tag yet, plain INSERTs do,
+    without per-row ON CONFLICT checks. A concurrent signup of one of these addresses raises
+    IntegrityError on the lower(email) index; subscribe() then matches again. (One statement with the
+    three INSERTs as CTEs was slower: it interleaves writes to two tables and their 13 indexes.)
+    """
+    given = {"email", "name", "attributes", "time_zone", "status", "created_at", "updated_at"}
     extra, values = _defaults(Subscriber, given)
-    # COPY wrote import_row in file order, so a scan reads it in line order and ids (and the
-    # clock_timestamp() created_at: "newest first" stays an index walk after a bulk import) follow the
-    # file, without sorting a million wide rows.
+    cursor.execute("CREATE TEMP TABLE import_new (subscriber_id bigint NOT NULL)")
+    # COPY wrote import_row in file order, so a scan reads it in line order: ids and the
+    # clock_timestamp() created_at ("newest first" stays an index walk after a bulk import) follow the file.
     cursor.execute(
-        f"CREATE TEMP TABLE import_new AS SELECT nextval(pg_get_serial_sequence('{S}', 'id')) AS subscriber_id, r.*"
-        " FROM import_row r WHERE NOT EXISTS (SELECT 1 FROM import_known k WHERE k.line = r.line)"
-    )
-    cursor.execute(
-        f"INSERT INTO {S} (id, email, name, attributes, time_zone, status, created_at, updated_at"
+        f"WITH new AS (INSERT INTO {S} (email, name, attributes, time_zone, status, created_at, updated_at"
         f"{''.join(', ' + c for c in extra)})"
-        f" SELECT subscriber_id, email, name, coalesce(attributes, '{{}}'), time_zone, %s, clock_timestamp(),"
-        f" clock_timestamp(){', %s' * len(extra)} FROM import_new",
+        f" SELECT email, name, coalesce(attributes, '{{}}'), time_zone, %s, clock_timestamp(), clock_timestamp()"
+        f"{', %s' * len(extra)} FROM import_row r WHERE NOT EXISTS (SELECT 1 FROM import_known k WHERE k.line = r.line)"
+        " RETURNING id) INSERT INTO import_new SELECT id FROM new",
         [Subscriber.ACTIVE, *values],
     )
     flush_gin_indexes(cursor, S)
+    cursor.execute(*_subscription_sql(job, details, "import_new"))
+    created = cursor.rowcount
+    if details.tag_ids:
+        cursor.execute(f"INSERT INTO {TAGS} (subscriber_id, tag_id) SELECT subscriber_id, t.id FROM import_new"
+                       " CROSS JOIN unnest(%s::bigint[]) AS t(id)", [list(details.tag_ids)])
+    return created
 
 
 def flush_gin_indexes(cursor, table):
@@ -225,11 +237,8 @@ def _subscription_sql(job, details, source, on_conflict=""):
     return sql, params
 
 
-def _insert_subscriptions(cursor, job, details):
-    """Subscribe the new and the known subscribers; returns how many subscriptions were created."""
-    # New subscribers cannot have a subscription yet: a plain INSERT.
-    cursor.execute(*_subscription_sql(job, details, "import_new"))
-    created = cursor.rowcount
+def _subscribe_known(cursor, job, details):
+    """Subscribe and tag the subscribers that existed already; returns how many subscriptions were created."""
     on_conflict = "ON CONFLICT (subscriber_id, mailing_list_id) DO NOTHING"
     if job.mode == ImportJob.UPSERT:
         # An unconfirmed signup is renewed (and confirmed when the importer vouches), as services.subscribe
@@ -238,21 +247,18 @@ def _insert_subscriptions(cursor, job, details):
             source = EXCLUDED.source, consent_at = EXCLUDED.consent_at, consent_form = EXCLUDED.consent_form,
             consent_text = EXCLUDED.consent_text, confirmed_at = EXCLUDED.confirmed_at,
             updated_at = EXCLUDED.updated_at WHERE {M}.status = '{Subscription.UNCONFIRMED}'"""
-    sql, params = _subscription_sql(job, details, "import_known k JOIN import_row r ON r.line = k.line", on_conflict)
+    known = "import_known k JOIN import_row r ON r.line = k.line"
+    sql, params = _subscription_sql(job, details, known, on_conflict)
     cursor.execute(f"WITH done AS ({sql} RETURNING (xmax = 0) AS inserted) SELECT count(*) FROM done WHERE inserted",
                    params)
-    return created + cursor.fetchone()[0]
-
-
-def _tag(cursor, tag_ids):
-    if not tag_ids:
-        return
-    for source in ("import_new", "import_known k JOIN import_row r ON r.line = k.line"):
+    created = cursor.fetchone()[0]
+    if details.tag_ids:
         cursor.execute(
-            f"INSERT INTO {TAGS} (subscriber_id, tag_id) SELECT subscriber_id, t.id FROM {source}"
+            f"INSERT INTO {TAGS} (subscriber_id, tag_id) SELECT subscriber_id, t.id FROM {known}"
             " CROSS JOIN unnest(%s::bigint[]) AS t(id) ON CONFLICT DO NOTHING",
-            [list(tag_ids)],
+            [list(details.tag_ids)],
         )
+    return created
 
 
 def _staged(cursor):
@@ -280,11 +286,10 @@ def subscribe(cursor, job, *, digests, details):
 def _subscribe_known_and_new(cursor, job, details, skipped):
     skipped += _known(cursor, job)
     staged = _staged(cursor)
-    _insert_subscribers(cursor)
+    created = _insert_new(cursor, job, details)
     if job.mode == ImportJob.UPSERT:
         _update_subscribers(cursor)
-    created = _insert_subscriptions(cursor, job, details)
-    _tag(cursor, details.tag_ids)
+    created += _subscribe_known(cursor, job, details)
     if job.mode == ImportJob.ADD:
         # A member who joined the list between _known and the insert is skipped, not created.
         return created, 0, skipped + staged - created
@@ -362,6 +367,10 @@ def run(job, reader, *, details, report, on_chunk, finish):
             merge(job, digests=digests, details=details, report=report, finish=finish)
         finally:
             _drop_staging(cursor)
+        if job.created + job.updated >= ANALYZE_AFTER and not connection.in_atomic_block:
+            # Fresh statistics now rather than at autovacuum's next visit: searches and the sending
+            # engine's fan-out get the right plans for the new rows at once.
+            cursor.execute(f"ANALYZE {S}, {M}")
 
 
 def _drop_staging(cursor):

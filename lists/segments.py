@@ -16,8 +16,8 @@ with `Segment.match` ("all": every condition holds; "any": at least one does):
 | tag                | has, has_not                                                | tag id             |
 | created_at         | older_than_days, newer_than_days                            | whole days         |
 
-Text comparisons ignore case. `attributes.<key> is_not` also matches
-subscribers without the attribute; `gt`/`lt` only match numeric values.
+Text comparisons ignore case. `attributes.<key> is_not` and `not_contains`
+also match subscribers without the attribute; `gt`/`lt` only match numeric values.
 
 A segment compiles to ONE query (conditions_q returns a Q object over
 Subscriber; memberships and tags are EXISTS subqueries), because the sending
@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from django.db.models import Exists, FloatField, OuterRef, Q
-from django.db.models.functions import Lower
+from django.db.models import Exists, FloatField, OuterRef, Q, Value
+from django.db.models.functions import Coalesce, Lower
 from django.db.models.lookups import Exact, GreaterThan, LessThan
 from django.utils import timezone
 
@@ -165,8 +165,8 @@ def _attribute(op, value, key):
         return attribute_equals(key, value)
     if op == "exists":
         return Q(attributes__has_key=key)
-    if op == "contains":
-        return Q(ILike(attribute_text(key), like_pattern(value)))
+    if op == "contains":  # coalesce: "does not contain" also matches subscribers without the attribute
+        return Q(ILike(Coalesce(attribute_text(key), Value("")), like_pattern(value)))
     number = NumberOrNull(attribute_text(key), output_field=FloatField())
     return Q(GreaterThan(number, value)) if op == "gt" else Q(LessThan(number, value))
 
@@ -347,5 +347,5 @@ def describe(condition, *, lists=None, tags=None):
     if value is None:
         return f"{subject} {field.ops[op]}"
     if field.kind == "days":
-        return f"{subject} {field.ops[op].replace('N', str(value))}"
+        return f"{subject} {field.ops[op]}".replace(" N ", f" {value} ")
     return f"{subject} {field.ops[op]} {value}"

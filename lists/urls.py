@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import public, views, views_bulk
+from . import public, views, views_bulk, views_transfer
 
 app_name = "lists"
 urlpatterns = [
@@ -21,6 +21,16 @@ urlpatterns = [
     path("subscribers/<int:pk>/wipe/", views.subscriber_wipe, name="subscriber_wipe"),
     path("subscribers/<int:pk>/export/", views.subscriber_export, name="subscriber_export"),
     path("subscribers/bulk/", views_bulk.subscriber_bulk, name="subscriber_bulk"),
+    # Import, export, segments (lists.views_transfer)
+    path("lists/<int:pk>/import/", views_transfer.import_start, name="import_start"),
+    path("imports/<int:pk>/", views_transfer.import_detail, name="import_detail"),
+    path("imports/<int:pk>/problems.csv", views_transfer.import_errors, name="import_errors"),
+    path("lists/<int:pk>/export.csv", views_transfer.export_list, name="export_list"),
+    path("subscribers/export.csv", views_transfer.export_search, name="export_search"),
+    path("segments/", views_transfer.segment_index, name="segment_index"),
+    path("segments/new/", views_transfer.segment_create, name="segment_create"),
+    path("segments/<int:pk>/", views_transfer.segment_edit, name="segment_edit"),
+    path("segments/<int:pk>/delete/", views_transfer.segment_delete, name="segment_delete"),
     # Public pages (no sign-in; lists by public uuid, people by signed token)
     path("s/<uuid:public_id>/", public.signup, name="public_signup"),
     path("s/<uuid:public_id>/embed", public.signup_embed, name="public_signup_embed"),
