@@ -246,7 +246,7 @@ def wait_for_sink(state, count, timeout, on_tick=None):
     deadline += timeout
     next_report = began + 5
     while time.monotonic() < deadline:
-        accepted, last, _ = read_state(state)
+        accepted, last, _ = read_state(state, recipients=False)
         if on_tick:
             on_tick()
         if accepted >= count:
@@ -254,8 +254,8 @@ def wait_for_sink(state, count, timeout, on_tick=None):
         if time.monotonic() >= next_report:
             next_report += 5
             say(f"  {accepted:,} of {count:,} accepted after {time.monotonic() - began:.0f} s")
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out: the sink accepted {read_state(state)[0]} of {count}")
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out: the sink accepted {read_state(state, recipients=False)[0]} of {count}")
 
 
 # --- The raw ceiling -------------------------------------------------------------------------------

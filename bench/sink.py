@@ -179,8 +179,9 @@ def main(argv=None):
         os.waitpid(child, 0)
 
 
-def read_state(state):
-    """(accepted count, last accept epoch, {recipient: times received}) over all sink processes."""
+def read_state(state, *, recipients=True):
+    """(accepted count, last accept epoch, {recipient: times received}) over all sink processes;
+    with recipients=False the (growing) record is not read and the dict is empty."""
     state = Path(state)
     count, last, seen = 0, 0.0, {}
     for stats in state.glob("*.stats"):
@@ -188,7 +189,7 @@ def read_state(state):
         if len(parts) == 2:
             count += int(parts[0])
             last = max(last, float(parts[1]))
-    for record in state.glob("*.rcpt"):
+    for record in state.glob("*.rcpt") if recipients else ():
         for line in record.read_text().splitlines():
             if line:
                 seen[line] = seen.get(line, 0) + 1

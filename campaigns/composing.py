@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 
 from . import dkim, mime, rendering, tokens
 from .backends import Envelope
+from .ledger import reconnecting
 from .models import Link
 
 UNSUBSCRIBE, CLICK, OPEN, VIEW, MESSAGE_ID = "unsubscribe", "click", "open", "view", "message-id"
@@ -75,14 +76,18 @@ def link_pk(url):
     if found is None:
         if len(_LINKS) > _CACHE_LIMIT:
             _LINKS.clear()
-        digest = hashlib.sha256(url.encode()).hexdigest()
-        try:
-            with transaction.atomic():
-                found = Link.objects.get_or_create(url_hash=digest, defaults={"url": url})[0].pk
-        except IntegrityError:  # another worker stored it at the same moment
-            found = Link.objects.get(url_hash=digest).pk
-        _LINKS[url] = found
+        found = _LINKS[url] = _store_link(url)
     return found
+
+
+@reconnecting
+def _store_link(url):
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    try:
+        with transaction.atomic():
+            return Link.objects.get_or_create(url_hash=digest, defaults={"url": url})[0].pk
+    except IntegrityError:  # another worker stored it at the same moment
+        return Link.objects.get(url_hash=digest).pk
 
 
 # --- Context ---------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def claim(broadcast, *, limit, lease_seconds, token):
         Message.objects.filter(pk__in=ids).update(
             status=Message.SENDING, leased_by=token, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
         )
-        skipped = _skip_unmailable(broadcast, ids, now)
+        skipped = len(_skip_unmailable(broadcast, ids, now))
         rows = list(
             Message.objects.filter(pk__in=ids, status=Message.SENDING).order_by("pk").values(
                 "pk", "email", "attempts", "first_attempt_at", "subscriber_id", "subscriber__email", "subscriber__name",
@@ -181,10 +181,10 @@ def _skip_unmailable(broadcast, ids, now):
     for pk, text in skipped:
         by_reason[text].append(pk)
     for text, pks in by_reason.items():
-        Message.objects.filter(pk__in=pks).update(
+        Message.objects.filter(pk__in=pks, status=Message.SENDING).update(
             status=Message.SKIPPED, last_response=text, leased_by="", lease_until=None, updated_at=now
         )
-    return len(skipped)
+    return [pk for pk, _ in skipped]
 
 
 # --- Record, one message at a time ------------------------------------------------------
@@ -285,6 +285,13 @@ def extend_lease(token, seconds):
 @reconnecting
 def broadcast_status(broadcast_id):
     return Broadcast.objects.filter(pk=broadcast_id).values_list("status", flat=True).first()
+
+
+@reconnecting
+def skip_unmailable(broadcast, ids, token):
+    """Re-check rows of our lease that wait to be sent; returns the ids now skipped."""
+    ids = list(Message.objects.filter(pk__in=ids, leased_by=token, status=Message.SENDING).values_list("pk", flat=True))
+    return _skip_unmailable(broadcast, ids, timezone.now()) if ids else []
 
 
 def add_counts(broadcast_id, counts):

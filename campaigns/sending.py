@@ -18,11 +18,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from . import backends, ledger, ratelimit
+from . import composing
 from .composing import Job, NotSendable
 from .models import Backend, Broadcast, Message
 
@@ -109,7 +110,9 @@ class Batch:
         self.backend = backend
         self.rows = rows
         self.token = token
-        self.position = 0  # rows[:position] are recorded or handed back
+        self.position = 0  # rows[:position] are recorded, skipped or handed back
+        self.in_flight = None  # a row whose body was submitted and whose outcome is not recorded yet
+        self.skipped = set()  # rows found unmailable after the claim (unsubscribed meanwhile)
         self.counts = Counter()
         self.policy_streak = []
         self.network_streak = 0
@@ -130,9 +133,19 @@ class Batch:
             backend_failed(self.backend, exc)
             self.stop = True
         finally:
-            self._hand_back(delay=0 if not self.stop else 15)
+            self._settle()
         if self.counts[Message.SENT]:
             backend_ok(self.backend)
+
+    def _settle(self):
+        """Whatever happened, leave no row of ours behind: a submitted message whose outcome
+        was lost is `unknown` (never sent again), the others go back to the queue."""
+        if self.in_flight is not None:
+            row, self.in_flight = self.in_flight, None
+            self.position = max(self.position, self.rows.index(row) + 1)
+            self._record(row, Message.UNKNOWN, "Unknown: the outcome was lost (the worker failed mid-send); "
+                         "it may or may not have been delivered.", message_id=composing.message_id_for(row["pk"]))
+        self._hand_back(delay=0 if not self.stop else 15)
 
     def _send_all(self):
         """Each message: submit it (chaining the next one's envelope), render the next one
@@ -142,30 +155,40 @@ class Batch:
             self.position = index
             if not self._may_continue():
                 return
-            following = index + 1 if index + 1 < len(self.rows) else None
+            if self.rows[index]["pk"] in self.skipped:  # unsubscribed since it was rendered
+                index, envelope = self._next_sendable(index + 1)
+                continue
+            following = self._next_mailable(index + 1)
             chain = (envelope.from_email, self.rows[following]["email"]) if following is not None else None
+            self.in_flight = self.rows[index]
             self.transport.submit(envelope, chain=chain)
             next_index, next_envelope = self._next_sendable(index + 1)
             outcome = self.transport.collect()
             if chain is not None and next_index != following:
                 self.transport.abandon()  # the chained recipient turned out unsendable
             self._apply(self.rows[index], outcome, envelope.message_id)
+            self.in_flight = None
             index, envelope = next_index, next_envelope
             self.position = max(self.position, index)
 
+    def _next_mailable(self, index):
+        while index < len(self.rows) and self.rows[index]["pk"] in self.skipped:
+            index += 1
+        return index if index < len(self.rows) else None
+
     def _next_sendable(self, index):
         """(index, envelope) of the first row from `index` that renders; the others fail with the reason."""
-        while index < len(self.rows):
+        while (index := self._next_mailable(index)) is not None:
             row = self.rows[index]
             try:
                 return index, self.job.envelope(row, with_raw=self.transport.wants_raw, backend=self.backend)
             except NotSendable as exc:
                 self._record(row, Message.FAILED, str(exc), message_id="")
                 index += 1
-        return index, None
+        return len(self.rows), None
 
     def _hand_back(self, *, delay, status=None):
-        rest = [row["pk"] for row in self.rows[self.position:]]
+        rest = [row["pk"] for row in self.rows[self.position:] if row["pk"] not in self.skipped]
         ledger.release(rest, self.token, delay=delay, status=status)
         self.position = len(self.rows)
 
@@ -177,6 +200,7 @@ class Batch:
             self.next_check = now + STATUS_CHECK_EVERY
             if not self._still_sending():
                 return False
+            self._recheck_rest()
         if self.lease_deadline - now < knob("SEND_LEASE_SECONDS") / 2:
             if not ledger.extend_lease(self.token, knob("SEND_LEASE_SECONDS")):
                 log.error("Lease %s was taken over; stopping this batch.", self.token)
@@ -184,6 +208,15 @@ class Batch:
                 return False
             self.lease_deadline = now + knob("SEND_LEASE_SECONDS")
         return self._take_rate()
+
+    def _recheck_rest(self):
+        """Once a second, rows still waiting in this batch are checked again, so an unsubscribe
+        stops a message even when its batch was claimed before (a slow, rate-limited send)."""
+        waiting = [row["pk"] for row in self.rows[self.position + 1:] if row["pk"] not in self.skipped]
+        if waiting:
+            found = ledger.skip_unmailable(self.broadcast, waiting, self.token)
+            self.skipped.update(found)
+            self.counts[Message.SKIPPED] += len(found)
 
     def _still_sending(self):
         status = ledger.broadcast_status(self.broadcast.pk)
@@ -296,21 +329,30 @@ def send_batch(broadcast_id, *, token=None):
         limit = max(1, min(limit, int(backend.rate_per_second * 30)))
     rows, skipped = ledger.claim(broadcast, limit=limit, lease_seconds=knob("SEND_LEASE_SECONDS"), token=token)
     result = BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
-    if rows:
-        try:
-            job = Job.for_broadcast(broadcast)
-        except NotSendable as exc:
-            ledger.release([r["pk"] for r in rows], token)
-            from .broadcasts import pause
+    try:
+        if rows:
+            _send_rows(broadcast, backend, rows, token, result)
+    finally:
+        ledger.add_counts(broadcast_id, result.counts)
+    return result
 
-            pause(broadcast, reason=str(exc))
-            return BatchResult(claimed=len(rows), stop=True)
-        batch = Batch(broadcast, backend, rows, token)
+
+def _send_rows(broadcast, backend, rows, token, result):
+    try:
+        job = Job.for_broadcast(broadcast)
+    except NotSendable as exc:  # the whole broadcast is broken: pause it with the reason
+        from .broadcasts import pause
+
+        ledger.release([r["pk"] for r in rows], token)
+        pause(broadcast, reason=str(exc))
+        result.stop = True
+        return
+    batch = Batch(broadcast, backend, rows, token)
+    try:
         batch.run(job)
+    finally:
         result.counts.update(batch.counts)
         result.stop = batch.stop
-    ledger.add_counts(broadcast_id, result.counts)
-    return result
 
 
 # --- Slots and the kick ---------------------------------------------------------------------
@@ -328,7 +370,13 @@ def run_slot(broadcast_id, slot, *, budget=None):
     key = _slot_key(broadcast_id, slot)
     while time.monotonic() < deadline:
         cache.set(key, time.time(), timeout=knob("SEND_SLOT_TTL"))
-        result = send_batch(broadcast_id)
+        try:
+            result = send_batch(broadcast_id)
+        except (OperationalError, InterfaceError) as exc:  # Postgres restarted: the next batch reconnects
+            log.warning("Database error in broadcast %s, slot %s: %s", broadcast_id, slot, exc)
+            connection.close()
+            time.sleep(1)
+            continue
         if result.stop or not result.claimed:
             break
     else:

@@ -404,3 +404,62 @@ def test_send_broadcast_command_refuses_a_draft_without_start(newsletter):
     broadcast = BroadcastFactory(lists=[newsletter])
     with pytest.raises(CommandError, match="is draft, not sending. Use --start"):
         call_command("send_broadcast", broadcast.pk)
+
+
+def test_a_row_unsubscribed_after_the_claim_is_skipped_within_the_batch(smtp_server, started, monkeypatch):
+    # given: checks every message, and reader2 unsubscribes while the batch is being sent
+    monkeypatch.setattr(sending, "STATUS_CHECK_EVERY", 0)
+    backend_for(smtp_server)
+    broadcast = started(4)
+    original = sending.Batch._apply
+
+    def apply_then_unsubscribe(batch, row, outcome, message_id):
+        original(batch, row, outcome, message_id)
+        if row["email"] == "reader0@example.org":
+            Subscription.objects.filter(subscriber__email="reader2@example.org").update(status="unsubscribed")
+
+    monkeypatch.setattr(sending.Batch, "_apply", apply_then_unsubscribe)
+    # when
+    result = sending.send_batch(broadcast.pk)
+    # then
+    assert (result.counts["sent"], result.counts["skipped"]) == (3, 1)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "reader0@example.org", "reader1@example.org", "reader3@example.org"
+    ]
+    assert broadcast.messages.get(email="reader2@example.org").status == "skipped"
+
+
+def test_a_failure_after_submitting_marks_that_message_unknown_and_requeues_the_rest(smtp_server, started, monkeypatch):
+    # given: rendering the second message blows up while the first is with the server
+    from campaigns.composing import Job
+
+    backend_for(smtp_server)
+    broadcast = started(3)
+    original, calls = Job.envelope, []
+
+    def envelope(job, row, **kwargs):
+        calls.append(row["email"])
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return original(job, row, **kwargs)
+
+    monkeypatch.setattr(Job, "envelope", envelope)
+    # when
+    with pytest.raises(RuntimeError):
+        sending.send_batch(broadcast.pk)
+    # then: the first went to the server; it is never sent again
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == ["reader0@example.org"]
+    assert statuses(broadcast) == [
+        ("reader0@example.org", "unknown"), ("reader1@example.org", "queued"), ("reader2@example.org", "queued")
+    ]
+
+
+def test_a_broadcast_whose_template_cannot_render_is_paused_with_the_reason(smtp_server, started):
+    backend_for(smtp_server)
+    broadcast = started(2)
+    Broadcast.objects.filter(pk=broadcast.pk).update(body="<p>{{ subscriber.name | no_such_filter }}</p>")
+    result = sending.send_batch(broadcast.pk)
+    broadcast.refresh_from_db()
+    assert result.stop is True and broadcast.status == "paused"
+    assert broadcast.pause_reason == "The body cannot be rendered: Line 1: unknown filter 'no_such_filter'"
+    assert statuses(broadcast) == [("reader0@example.org", "queued"), ("reader1@example.org", "queued")]
