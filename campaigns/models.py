@@ -368,3 +368,67 @@ class Link(models.Model):
 
     def __str__(self):
         return self.url[:100]
+
+
+class Hook(models.Model):
+    """A REST hook subscription (resthooks.org): each `event` is POSTed to `target`, signed with `secret`
+    (campaigns/hooks.py)."""
+
+    event = models.CharField(max_length=40)
+    target = models.URLField(max_length=2000)
+    secret = EncryptedTextField()
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="hooks",
+                              help_text="Who subscribed it; told on the dashboard when it is disabled.")
+    is_active = models.BooleanField(default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0, help_text="Deliveries in a row that failed for good.")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["event", "target"], name="hook_event_target_unique")]
+        indexes = [
+            # campaigns.hooks.emit_many() and wanted() look up the active hooks of an event.
+            models.Index(fields=["event"], condition=Q(is_active=True), name="hook_active_event"),
+        ]
+
+    def __str__(self):
+        return f"{self.event} → {self.target}"
+
+
+class HookDelivery(models.Model):
+    """One event on its way to one hook: the outbox row, its attempts and their log."""
+
+    PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+    STATUS_CHOICES = [(PENDING, "Waiting"), (DELIVERED, "Delivered"), (FAILED, "Failed")]
+
+    uid = models.UUIDField(unique=True, help_text="The delivery id receivers use to ignore repeats.")
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    body = models.JSONField(help_text="The JSON document POSTed: id, event, created_at, data.")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    expires_at = models.DateTimeField(help_text="No retry after this; the delivery fails for good.")
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The target's last HTTP status.")
+    last_error = models.TextField(blank=True)
+    attempt_log = models.JSONField(default=list, blank=True, help_text="[{at, status, error, response, ms}]")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "hook deliveries"
+        indexes = [
+            # The queue: campaigns.hooks.claim() reads due pending rows in next_attempt_at order.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="hookdelivery_due"),
+            # The dashboard's log of one hook, newest first.
+            models.Index(fields=["hook", "-created_at"], name="hookdelivery_hook_recent"),
+        ]
+
+    def __str__(self):
+        return f"{self.event} to hook {self.hook_id} ({self.status})"
