@@ -8,7 +8,7 @@ starts the sink (bench/sink.py, two processes), BENCH_WORKERS Celery worker
 processes (default 4) and beat, presses "send" (campaigns.broadcasts.send_now),
 and waits for the sink to have accepted every message. The template is
 personalised, with a layout and CSS, five tracked links, the open pixel and the
-List-Unsubscribe headers; BENCH_DKIM=1 signs every message (RSA-2048,
+List-Unsubscribe headers (a ~4 KB message); BENCH_DKIM=1 signs every message (RSA-2048,
 BENCH_DKIM=ed25519 for Ed25519).
 
 The raw ceiling: the same number of pre-rendered messages (one message taken
@@ -63,32 +63,34 @@ ENV = {
     "SEND_KICK_SECONDS": "2",
 }
 
+# A shop newsletter: a layout with a <style> block (inlined once per batch), a
+# personalised body with a condition, five tracked links, and the footer links.
 LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ list.name }}</title>
 <style>
-body { margin: 0; background: #f4f4f4; font-family: Helvetica, Arial, sans-serif; }
-.frame { max-width: 600px; margin: 0 auto; background: #ffffff; padding: 24px; }
-h1 { font-size: 24px; color: #222222; } p { font-size: 16px; line-height: 1.5; color: #333333; }
-a { color: #0a66c2; } .button { display: inline-block; padding: 12px 20px; background: #0a66c2; color: #ffffff; }
-.footer { font-size: 12px; color: #777777; }
+body { margin: 0; padding: 0; background: #eef1f5; font-family: Georgia, serif; }
+.sheet { width: 100%; max-width: 640px; margin: 0 auto; background: #fff; }
+.masthead { padding: 20px 28px; background: #13315c; color: #fff; font-size: 20px; }
+.content { padding: 28px; color: #1d2733; font-size: 17px; line-height: 1.6; }
+.cta { display: inline-block; padding: 10px 18px; border-radius: 4px; background: #e4572e; color: #fff; }
+.small { padding: 16px 28px; color: #6b7785; font-size: 12px; border-top: 1px solid #dde3ea; }
 </style></head>
-<body><div class="frame">
-<p><a href="{{ view_in_browser_url }}">View this email in your browser</a></p>
-{{ content }}
-<p class="footer">You receive this because you joined {{ list.name }}.
-<a href="{{ unsubscribe_url }}">Unsubscribe</a> | <a href="{{ preferences_url }}">Update your preferences</a><br>
-{{ sender.from_name }}, {{ sender.postal_address | newline_to_br }}</p>
-</div></body></html>"""
+<body><table class="sheet" role="presentation"><tr><td class="masthead">{{ list.name }}
+<a href="{{ view_in_browser_url }}">Open in your browser</a></td></tr>
+<tr><td class="content">{{ content }}</td></tr>
+<tr><td class="small">Sent to {{ subscriber.email }} by {{ sender.from_name }}, {{ sender.postal_address | newline_to_br }}.
+<a href="{{ preferences_url }}">Choose what you receive</a> or <a href="{{ unsubscribe_url }}">unsubscribe</a>.</td></tr>
+</table></body></html>"""
 
-BODY = """<h1>Hello {{ subscriber.first_name | default: "friend" }},</h1>
-<p>Here is what happened this week at {{ list.name }}. We shipped the new dashboard, fixed the
-export bug that some of you reported, and wrote up how we keep sending fast.</p>
-<p><a class="button" href="https://example.com/blog/sending-fast?utm_source=newsletter">Read the story</a></p>
-{% if subscriber.city %}<p>Meet us in {{ subscriber.city }} next month.</p>{% endif %}
-<p>Also new: <a href="https://example.com/changelog">the changelog</a>,
-<a href="https://example.com/docs/segments">segments</a> and
-<a href="https://example.com/pricing">pricing</a>.</p>
-<p>Questions? <a href="https://example.com/contact">Write to us</a>.</p>"""
+BODY = """<p>Dear {{ subscriber.first_name | default: "reader" }},</p>
+<p>The autumn collection is in: twelve new jackets, the wool scarves you asked for, and boots
+resoled by hand in our workshop.{% if subscriber.city %} Our {{ subscriber.city }} shop has
+all of it from Saturday.{% endif %}</p>
+<p><a class="cta" href="https://shop.example/autumn?utm_campaign=autumn">See the collection</a></p>
+<p>Also this month: <a href="https://shop.example/repairs">free repairs</a>,
+<a href="https://shop.example/gift-cards">gift cards</a> and
+<a href="https://shop.example/stores">new opening hours</a>.</p>
+<p>Questions about an order? <a href="https://shop.example/help">We answer within a day</a>.</p>"""
 
 
 def say(text):
@@ -162,8 +164,8 @@ def create_data(sink_port):
     backend = Backend.objects.create(name="Sink", kind=Backend.SMTP, host="127.0.0.1", port=sink_port,
                                      security=Backend.NONE, priority=1, **dkim_fields())
     layout = Layout.objects.create(name="Bench", html=LAYOUT)
-    broadcast = broadcasts.create(name="Bench", sender=sender, subject="This week at {{ list.name }}, "
-                                  "{{ subscriber.first_name }}", body=BODY, layout=layout, lists=[newsletter])
+    broadcast = broadcasts.create(name="Bench", sender=sender, subject="{{ subscriber.first_name }}, the autumn "
+                                  "collection is in", body=BODY, layout=layout, lists=[newsletter])
     return broadcast, backend
 
 

@@ -93,41 +93,40 @@ def unsubscribe(request, token):
         one_click = request.POST.get("List-Unsubscribe") == "One-Click"
         reason = "One-click unsubscribe (List-Unsubscribe-Post)" if one_click else "Unsubscribe page"
         unsubscribe_recipient(message, ip=ratelimit.client_ip(request), reason=reason)
-        response = render(request, "campaigns/public/unsubscribed.html", context)
-    else:
-        response = render(request, "campaigns/public/unsubscribe.html", context)
+        return _uncached(render(request, "campaigns/public/unsubscribed.html", context))
+    return _uncached(render(request, "campaigns/public/unsubscribe.html", context))
+
+
+def _values(purpose, token, count):
+    """The integers a token of `purpose` carries, or None when it is not ours or has the wrong shape."""
+    try:
+        values = tokens.unsign(purpose, token)
+    except tokens.BadToken:
+        return None
+    return values if len(values) == count else None
+
+
+def _uncached(response):
     add_never_cache_headers(response)
     return response
 
 
 @require_GET
 def click(request, token):
-    try:
-        values = tokens.unsign(composing.CLICK, token)
-    except tokens.BadToken:
-        raise Http404("Unknown link")
-    if len(values) != 2:
-        raise Http404("Unknown link")
-    url = Link.objects.filter(pk=values[1]).values_list("url", flat=True).first()
+    values = _values(composing.CLICK, token, 2)
+    url = Link.objects.filter(pk=values[1]).values_list("url", flat=True).first() if values else None
     if url is None:
         raise Http404("Unknown link")
-    seen("click", values[0], values[1])
-    response = HttpResponseRedirect(url)
-    add_never_cache_headers(response)
-    return response
+    seen("click", *values)
+    return _uncached(HttpResponseRedirect(url))
 
 
 @require_GET
 def open_pixel(request, token):
-    try:
-        values = tokens.unsign(composing.OPEN, token)
-    except tokens.BadToken:
-        values = ()
-    if len(values) == 1:
+    values = _values(composing.OPEN, token, 1)
+    if values:
         seen("open", values[0])
-    response = HttpResponse(PIXEL, content_type="image/gif")
-    add_never_cache_headers(response)
-    return response
+    return _uncached(HttpResponse(PIXEL, content_type="image/gif"))
 
 
 @require_GET
@@ -147,5 +146,4 @@ def view_in_browser(request, token):
     response = HttpResponse(rendered.html, content_type="text/html; charset=utf-8")
     # Marketer HTML with inlined styles: no scripts, no access to our origin.
     response["Content-Security-Policy"] = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; sandbox"
-    add_never_cache_headers(response)
-    return response
+    return _uncached(response)
