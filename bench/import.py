@@ -40,7 +40,7 @@ SEARCHES = [
     {"query": ""},
     {"query": "gmail"},
     {"query": "lovelace"},
-    {"query": "grace hopper"},
+    {"query": "ada lovelace"},
     {"query": "plan:pro"},
     {"query": "country:DE plan:business"},
     {"query": "EXACT"},  # replaced by one address from the middle of the file
