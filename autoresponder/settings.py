@@ -236,6 +236,9 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "autoresponder.heartbeat", "schedule": 15.0},
     # Starts due broadcasts, reaps expired leases, rings send tasks (campaigns/sending.py).
     "campaigns-kick": {"task": "campaigns.kick", "schedule": float(env_int("SEND_KICK_SECONDS", 5))},
+    # Delivers due REST hook deliveries (retries, and any whose bell was lost) (campaigns/hooks.py).
+    "campaigns-hooks": {"task": "campaigns.deliver_hooks", "schedule": float(env_int("HOOK_BEAT_SECONDS", 30))},
+    "campaigns-hooks-prune": {"task": "campaigns.prune_hook_deliveries", "schedule": 3600.0},
 }
 
 # --- Outgoing mail --------------------------------------------------------------------

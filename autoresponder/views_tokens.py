@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from .roles import role_of, role_required
+from .roles import has_role, role_of, role_required
 
 ROLE_POWERS = {
     "viewer": "read everything (GET requests only)",
@@ -27,7 +27,7 @@ ROLE_POWERS = {
 def _page(request, *, new_key=None, status=200):
     token = Token.objects.filter(user=request.user).first()
     context = {"token": token, "new_key": new_key, "role": role_of(request.user),
-               "powers": ROLE_POWERS.get(role_of(request.user), "")}
+               "powers": ROLE_POWERS.get(role_of(request.user), ""), "manages_hooks": has_role(request.user, "admin")}
     template = "tokens/_token.html" if request.htmx else "tokens/index.html"
     return render(request, template, context, status=status)
 

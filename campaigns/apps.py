@@ -5,3 +5,10 @@ class CampaignsConfig(AppConfig):
     name = "campaigns"
     verbose_name = "Campaigns and sending"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # lists announces its events to a registry (lists.events), never importing campaigns;
+        # REST hooks subscribe to it here.
+        from .hooks import listen_to_lists
+
+        listen_to_lists()

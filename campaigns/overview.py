@@ -3,6 +3,7 @@
 from django.db.models import Sum
 
 from . import dashboard_services as figures
+from .hooks_overview import dashboard_sections as hook_sections
 from .models import Backend, Broadcast
 
 RECENT_BROADCASTS = 5
@@ -19,4 +20,4 @@ def dashboard_sections(request):
     # The counters, not a COUNT over the ledger: a few rows however many messages were sent.
     unknown = Broadcast.objects.aggregate(n=Sum("unknown_count"))["n"] or 0
     data = {"backends": backend_list, "broadcasts": recent, "unknown": unknown}
-    return [{"template": "campaigns/_overview.html", "data": data}]
+    return [*hook_sections(request), {"template": "campaigns/_overview.html", "data": data}]

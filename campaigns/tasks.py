@@ -22,3 +22,24 @@ def send_broadcast_slot(broadcast_id, slot):
     """Send batches for one time slice, then ring again while work remains."""
     if sending.run_slot(broadcast_id, slot):
         send_broadcast_slot.delay(broadcast_id, slot)
+
+
+# --- REST hooks (campaigns/hooks.py) ---------------------------------------------------------
+
+
+@shared_task(name="campaigns.deliver_hooks", ignore_result=True)
+def deliver_hooks():
+    """Rung after an event commits, and by the beat: deliver due hook deliveries for a time
+    slice, then ring again while some are still due. Safe to run twice (claims skip locked rows)."""
+    from . import hooks
+
+    if hooks.deliver_for(seconds=25):
+        deliver_hooks.delay()
+
+
+@shared_task(name="campaigns.prune_hook_deliveries", ignore_result=True)
+def prune_hook_deliveries():
+    """Hourly: forget finished deliveries older than HOOK_LOG_DAYS."""
+    from . import hooks
+
+    hooks.prune()

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import tracking
+from . import views_hooks as rest_hooks
 from . import views_broadcasts as broadcasts
 from . import views_preview as previews
 from . import views_sending as sending
@@ -62,4 +63,11 @@ urlpatterns = [
     path("settings/senders/new/", senders.sender_form, name="sender_create"),
     path("settings/senders/<int:pk>/edit/", senders.sender_form, name="sender_edit"),
     path("settings/senders/<int:pk>/delete/", senders.sender_delete, name="sender_delete"),
+    # Dashboard: REST hooks (admins)
+    path("hooks/", rest_hooks.hook_index, name="hook_index"),
+    path("hooks/<int:pk>/", rest_hooks.hook_detail, name="hook_detail"),
+    path("hooks/<int:pk>/toggle/", rest_hooks.hook_toggle, name="hook_toggle"),
+    path("hooks/<int:pk>/secret/", rest_hooks.hook_secret, name="hook_secret"),
+    path("hooks/<int:pk>/delete/", rest_hooks.hook_delete, name="hook_delete"),
+    path("hooks/deliveries/<int:pk>/retry/", rest_hooks.delivery_retry, name="hook_delivery_retry"),
 ]

@@ -55,5 +55,6 @@ class HookReceiver:
         return self
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
