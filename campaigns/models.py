@@ -14,9 +14,19 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from lists.models import MailingList, Segment, Subscriber
+from lists.models import MailingList, Segment, Subscriber, Tag
 
 from .fields import EncryptedTextField
+from .scheduling import (
+    AFTER_DELAY,
+    DAYS,
+    ON_DATE,
+    UNIT_CHOICES,
+    ScheduleError,
+    Timing,
+    Window,
+    weekdays_from_mask,
+)
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -302,6 +312,208 @@ class Broadcast(models.Model):
         _validate_content(self)
 
 
+class Sequence(models.Model):
+    """An autoresponder: ordered steps that each subscriber who enters receives on their own clock.
+
+    Who enters is decided by the trigger (a confirmed subscription to the list, a tag
+    being added, or an API call) and discovered by the scheduler (campaigns.scheduler),
+    since lists knows nothing of campaigns.
+    """
+
+    DRAFT, ACTIVE, PAUSED = "draft", "active", "paused"
+    STATUS_CHOICES = [(DRAFT, "Draft"), (ACTIVE, "Running"), (PAUSED, "Paused")]
+    ON_SUBSCRIBE, ON_TAG, ON_API = "subscribe", "tag", "api"
+    TRIGGER_CHOICES = [
+        (ON_SUBSCRIBE, "Subscribing to the list (on double opt-in lists: confirming)"),
+        (ON_TAG, "A tag being added"),
+        (ON_API, "Only when added through the API or by hand"),
+    ]
+    NEVER, AFTER_FINISHING, ALWAYS = "never", "after_finishing", "always"
+    REENTRY_CHOICES = [
+        (NEVER, "Never: each subscriber goes through once"),
+        (AFTER_FINISHING, "Again after leaving it (finished or exited)"),
+        (ALWAYS, "Always: a new trigger starts over from the first step"),
+    ]
+
+    name = models.CharField(max_length=200)
+    mailing_list = models.ForeignKey(MailingList, on_delete=models.PROTECT, related_name="sequences")
+    segment = models.ForeignKey(
+        Segment, on_delete=models.PROTECT, null=True, blank=True, related_name="sequences",
+        help_text="Only subscribers in this segment enter (checked when they enter).",
+    )
+    sender = models.ForeignKey(SenderIdentity, on_delete=models.PROTECT, related_name="sequences")
+    backend = models.ForeignKey(
+        Backend, on_delete=models.SET_NULL, null=True, blank=True, help_text="Empty: the backends in priority order."
+    )
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=DRAFT)
+    trigger = models.CharField(max_length=10, choices=TRIGGER_CHOICES, default=ON_SUBSCRIBE)
+    trigger_tag = models.ForeignKey(
+        Tag, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="For the tag trigger: subscribers enter when they get this tag.",
+    )
+    enroll_existing = models.BooleanField(
+        default=False, help_text="When switched on, also enroll those already subscribed (or tagged); "
+        "otherwise only new ones enter.",
+    )
+    exit_tag = models.ForeignKey(
+        Tag, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="Subscribers who get this tag (e.g. 'customer') leave the sequence.",
+    )
+    reentry = models.CharField(max_length=16, choices=REENTRY_CHOICES, default=NEVER)
+    skip_after_days = models.PositiveSmallIntegerField(
+        default=3, help_text="A step due more than this many days ago (after a pause or downtime) is skipped, "
+        "not sent late. 0: never skip.",
+    )
+    track_opens = models.BooleanField(default=True)
+    track_clicks = models.BooleanField(default=True)
+    pause_reason = models.TextField(blank=True)
+    # "Only new subscribers": those confirmed (or tagged) after the first switch-on.
+    activated_at = models.DateTimeField(null=True, blank=True, help_text="When it was first switched on.")
+    tag_watermark = models.BigIntegerField(
+        default=0, help_text="Tag rows up to this id existed when it was switched on (the 'only new' line)."
+    )
+    # Claimed by one scheduler at a time with a conditional UPDATE (campaigns.scheduler.discover).
+    discovered_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_active(self):
+        return self.status == self.ACTIVE
+
+
+class Step(models.Model):
+    """One mail of a sequence: its content, when it goes, and in which local hours."""
+
+    sequence = models.ForeignKey(Sequence, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(help_text="Order in the sequence; renumbered when steps are moved.")
+    name = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True, help_text="A paused step is skipped; nobody waits for it.")
+    # Timing (campaigns.scheduling.Timing)
+    timing = models.CharField(
+        max_length=5, default=AFTER_DELAY,
+        choices=[(AFTER_DELAY, "After a delay"), (ON_DATE, "On a date from the subscriber's attributes")],
+    )
+    delay_amount = models.PositiveIntegerField(default=0, help_text="0 with the first step: at once (a welcome mail).")
+    delay_unit = models.CharField(max_length=7, choices=UNIT_CHOICES, default=DAYS)
+    window_start_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    window_end_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    window_weekdays = models.PositiveSmallIntegerField(default=127, help_text="Bit 0 Monday … bit 6 Sunday.")
+    date_attribute = models.CharField(max_length=100, blank=True, help_text="e.g. birthday (YYYY-MM-DD or MM-DD).")
+    date_offset_days = models.SmallIntegerField(default=0, help_text="-7: a week before the date.")
+    yearly = models.BooleanField(default=True)
+    # Content, as in broadcasts
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    body_format = models.CharField(max_length=10, choices=BODY_FORMAT_CHOICES, default="html")
+    text_body = models.TextField(blank=True, help_text="Empty: generated from the HTML.")
+    layout = models.ForeignKey(Layout, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sequence", "position", "id"]
+        indexes = [models.Index(fields=["sequence", "position"], name="step_sequence_position")]
+
+    def __str__(self):
+        return self.name or f"Step {self.position}"
+
+    def window(self):
+        return Window(self.window_start_hour, self.window_end_hour, weekdays_from_mask(self.window_weekdays))
+
+    def timing_rule(self):
+        return Timing(
+            kind=self.timing, amount=self.delay_amount, unit=self.delay_unit, window=self.window(),
+            date_attribute=self.date_attribute, offset_days=self.date_offset_days, yearly=self.yearly,
+        )
+
+    def clean(self):
+        _validate_content(self)
+        try:
+            self.window()
+        except ScheduleError as exc:
+            raise ValidationError({"window_weekdays": str(exc)}) from exc
+        if self.timing == ON_DATE and not self.date_attribute.strip():
+            raise ValidationError({"date_attribute": "Name the attribute that holds the date, e.g. birthday."})
+
+
+class Enrollment(models.Model):
+    """A subscriber's way through a sequence: where they are and when their next step is due.
+
+    `position` is the position of the last step handled (sent or skipped); the next
+    step is the first live step after it. `next_step` records which step
+    `next_step_at` was computed for, so the scheduler notices a step inserted,
+    paused or deleted meanwhile and plans again instead of sending the wrong one.
+    `entry` counts entries (re-entry, yearly rounds): the ledger is unique per
+    (subscriber, step, entry).
+    """
+
+    ACTIVE, FINISHED, EXITED = "active", "finished", "exited"
+    STATUS_CHOICES = [(ACTIVE, "In the sequence"), (FINISHED, "Finished"), (EXITED, "Left early")]
+    UNSUBSCRIBED, SUPPRESSED, BLOCKLISTED, EXIT_TAG, REMOVED = (
+        "unsubscribed", "suppressed", "blocklisted", "exit_tag", "removed",
+    )
+    EXIT_CHOICES = [
+        (UNSUBSCRIBED, "Unsubscribed from the list"),
+        (SUPPRESSED, "Address suppressed"),
+        (BLOCKLISTED, "Subscriber blocklisted"),
+        (EXIT_TAG, "Got the exit tag"),
+        (REMOVED, "Removed by hand or through the API"),
+    ]
+
+    # Every index here is rewritten whenever the scheduler advances a row (the updates
+    # are never HOT: next_step_at is indexed), so there are as few as the queries need:
+    # `sequence` is covered by enrollment_unique, and the step links have no index
+    # (deleting a step scans the sequence's enrollments once, a rare edit) and no
+    # database constraint (whose check would run twice per advanced row): the
+    # scheduler treats a step id it does not know as a deleted step and plans again.
+    sequence = models.ForeignKey(Sequence, on_delete=models.CASCADE, related_name="enrollments", db_index=False)
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="sequence_enrollments")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=ACTIVE)
+    exit_reason = models.CharField(max_length=12, choices=EXIT_CHOICES, blank=True)
+    source = models.CharField(max_length=10, blank=True, help_text="What brought them in: subscribe, tag, api, existing.")
+    entry = models.PositiveIntegerField(default=1)
+    position = models.PositiveIntegerField(default=0)
+    last_step = models.ForeignKey(
+        Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
+    )
+    last_step_at = models.DateTimeField(help_text="When the last step went (or when they entered): delays count from here.")
+    next_step = models.ForeignKey(
+        Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
+    )
+    next_step_at = models.DateTimeField(null=True, blank=True)
+    trigger_ref = models.BigIntegerField(default=0, help_text="The tag row that brought them in (re-entry on a new one).")
+    entered_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-entered_at", "-id"]
+        constraints = [
+            # ON CONFLICT target of campaigns.scheduler.discover(): each subscriber enters once;
+            # re-entry moves the same row to its next `entry`.
+            models.UniqueConstraint(fields=["sequence", "subscriber"], name="enrollment_unique"),
+        ]
+        indexes = [
+            # The scheduler's queue: campaigns.scheduler.claim() reads due enrollments of one
+            # running sequence in next_step_at order; finished and exited rows stay out.
+            models.Index(
+                fields=["sequence", "next_step_at"], condition=Q(status="active"), name="enrollment_due",
+            ),
+            # Status counts per sequence (campaigns.sequence_stats, the sequence list).
+            models.Index(fields=["sequence", "status"], name="enrollment_status"),
+        ]
+
+    def __str__(self):
+        return f"{self.subscriber} in {self.sequence} ({self.status})"
+
+
 class Message(models.Model):
     """The ledger: one row per intended email; the unique constraint makes fan-out exactly-once."""
 
@@ -317,6 +529,12 @@ class Message(models.Model):
     FINAL = (SENT, FAILED, UNKNOWN, SKIPPED, CANCELLED)
 
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
+    # A sequence step's mail: the step and which entry of the subscriber into the sequence
+    # (re-entry and yearly rounds send a step again, once per entry).
+    step = models.ForeignKey(
+        Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages", db_index=False
+    )  # indexed by message_step_status, which also serves the SET NULL when a step is deleted
+    entry = models.PositiveIntegerField(default=0, db_default=0)
     # SET NULL (also in the database, see migration 0002): statistics outlive an erased subscriber.
     subscriber = models.ForeignKey(Subscriber, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
     email = models.EmailField(max_length=254, help_text="The address at fan-out time.")
@@ -343,6 +561,11 @@ class Message(models.Model):
                 fields=["subscriber", "broadcast"], condition=Q(broadcast__isnull=False),
                 name="message_once_per_broadcast",
             ),
+            # ON CONFLICT target of the sequence scheduler (campaigns.scheduler.write_messages).
+            models.UniqueConstraint(
+                fields=["subscriber", "step", "entry"], condition=Q(step__isnull=False),
+                name="message_once_per_step_entry",
+            ),
         ]
         indexes = [
             # The queue: campaigns.ledger.claim() reads due rows of one broadcast in
@@ -351,6 +574,13 @@ class Message(models.Model):
                 fields=["broadcast", "next_attempt_at"], condition=Q(status__in=["queued", "retry"]),
                 name="message_claimable",
             ),
+            # The queue of sequence mail: campaigns.step_sending.claim() reads due rows of one step.
+            models.Index(
+                fields=["step", "next_attempt_at"], condition=Q(status__in=["queued", "retry"], step__isnull=False),
+                name="message_step_claimable",
+            ),
+            # Per-step figures (campaigns.sequence_stats) count a step's rows by status.
+            models.Index(fields=["step", "status"], condition=Q(step__isnull=False), name="message_step_status"),
             # campaigns.ledger.reap() looks for expired leases.
             models.Index(fields=["lease_until"], condition=Q(status="sending"), name="message_leased"),
         ]
