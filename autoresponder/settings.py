@@ -236,6 +236,10 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "autoresponder.heartbeat", "schedule": 15.0},
     # Starts due broadcasts, reaps expired leases, rings send tasks (campaigns/sending.py).
     "campaigns-kick": {"task": "campaigns.kick", "schedule": float(env_int("SEND_KICK_SECONDS", 5))},
+    # Enrolls newcomers into sequences and queues due steps (campaigns/scheduler.py).
+    "campaigns-sequences": {
+        "task": "campaigns.schedule_sequences", "schedule": float(env_int("SEQUENCE_TICK_SECONDS", 10)),
+    },
     # Delivers due REST hook deliveries (retries, and any whose bell was lost) (campaigns/hooks.py).
     "campaigns-hooks": {"task": "campaigns.deliver_hooks", "schedule": float(env_int("HOOK_BEAT_SECONDS", 30))},
     "campaigns-hooks-prune": {"task": "campaigns.prune_hook_deliveries", "schedule": 3600.0},
@@ -285,6 +289,13 @@ SEND_CONCURRENCY = env_int("SEND_CONCURRENCY", 4)
 SEND_LEASE_SECONDS = env_int("SEND_LEASE_SECONDS", 300)
 SEND_SLICE_SECONDS = env_int("SEND_SLICE_SECONDS", 30)
 SEND_SLOT_TTL = env_int("SEND_SLOT_TTL", 60)
+# Sequence scheduler knobs (campaigns/scheduler.py). A batch of due enrollments is
+# claimed, turned into ledger rows and advanced in one transaction; 5,000 rows keep
+# the per-statement overhead small (see BENCHMARKS.md, "Schedule"). The whole
+# audience of a sequence is checked for newcomers at most every DISCOVERY seconds;
+# a subscriber's own signup can ring campaigns.enroll_subscriber for a prompt welcome.
+SEQUENCE_BATCH_SIZE = env_int("SEQUENCE_BATCH_SIZE", 5000)
+SEQUENCE_DISCOVERY_SECONDS = env_int("SEQUENCE_DISCOVERY_SECONDS", 60)
 
 ANYMAIL = {
     "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),

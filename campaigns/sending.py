@@ -285,15 +285,19 @@ class Batch:
             f"(5.7.x) by {self.backend}: {response[:300]} — check the sending domain's SPF/DKIM/DMARC and "
             "reputation with your provider, then resume."
         )
-        from .broadcasts import pause
-
-        pause(self.broadcast, reason=reason)
+        self._pause(reason)
         # The refused messages were not the recipients' fault: they go again on resume.
         requeued = Message.objects.filter(pk__in=self.policy_streak, status=Message.FAILED).update(
             status=Message.QUEUED, next_attempt_at=timezone.now()
         )
         self.counts[Message.FAILED] -= requeued
         self.stop = True
+
+    def _pause(self, reason):
+        """Stop what this batch belongs to (a sequence's batch pauses the sequence instead)."""
+        from .broadcasts import pause
+
+        pause(self.broadcast, reason=reason)
 
     def _record(self, row, status, response, message_id, provider_id="", next_attempt_at=None):
         recorded = ledger.record(
@@ -314,6 +318,14 @@ def _suppress(email, response):
     suppress(email, reason="hard_bounce", detail=response)
 
 
+def batch_limit(backend):
+    """Rows per claim: SEND_BATCH_SIZE, fewer for a slow backend (at most ~30 s of sending per lease)."""
+    limit = knob("SEND_BATCH_SIZE")
+    if backend.rate_per_second:
+        limit = max(1, min(limit, int(backend.rate_per_second * 30)))
+    return limit
+
+
 def send_batch(broadcast_id, *, token=None):
     """Claim, send and record one batch of a broadcast."""
     broadcast = Broadcast.objects.select_related("sender", "layout", "segment").filter(pk=broadcast_id).first()
@@ -324,10 +336,9 @@ def send_batch(broadcast_id, *, token=None):
         log.warning("Broadcast %s waits: no sending backend is active and reachable.", broadcast_id)
         return BatchResult(stop=True)
     token = token or ledger.new_lease_token()
-    limit = knob("SEND_BATCH_SIZE")
-    if backend.rate_per_second:  # at most ~30 s of sending per lease
-        limit = max(1, min(limit, int(backend.rate_per_second * 30)))
-    rows, skipped = ledger.claim(broadcast, limit=limit, lease_seconds=knob("SEND_LEASE_SECONDS"), token=token)
+    rows, skipped = ledger.claim(
+        broadcast, limit=batch_limit(backend), lease_seconds=knob("SEND_LEASE_SECONDS"), token=token
+    )
     result = BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
     try:
         if rows:

@@ -43,3 +43,39 @@ def prune_hook_deliveries():
     from . import hooks
 
     hooks.prune()
+
+
+# --- Sequences (campaigns/scheduler.py, campaigns/step_sending.py) ----------------------------
+
+
+@shared_task(name="campaigns.schedule_sequences", ignore_result=True)
+def schedule_sequences():
+    """Beat, every SEQUENCE_TICK_SECONDS: enroll newcomers, queue due steps, ring step senders."""
+    from . import scheduler
+
+    scheduler.tick()
+
+
+@shared_task(name="campaigns.schedule_sequence", ignore_result=True)
+def schedule_sequence(sequence_id):
+    """Rung when a sequence is switched on or someone is enrolled: the same, for one sequence."""
+    from . import scheduler
+
+    scheduler.run_one(sequence_id)
+
+
+@shared_task(name="campaigns.enroll_subscriber", ignore_result=True)
+def enroll_subscriber(subscriber_id):
+    """Sent by name right after a signup, confirmation or tag commits: a prompt welcome mail."""
+    from . import sequences
+
+    sequences.enroll_subscriber(subscriber_id)
+
+
+@shared_task(name="campaigns.send_step_slot", ignore_result=True)
+def send_step_slot(step_id, slot):
+    """Send a step's mail for one time slice, then ring again while work remains."""
+    from . import step_sending
+
+    if step_sending.run_slot(step_id, slot):
+        send_step_slot.delay(step_id, slot)

@@ -1,0 +1,449 @@
+"""
+The sequence scheduler: finds who enters a sequence, and turns due steps into ledger rows.
+
+`run()` is one scheduler pass (campaigns.tasks.schedule_sequences, rung by beat
+every SEQUENCE_TICK_SECONDS). For each running sequence it repeats, until
+nothing is due, a batch in ONE transaction:
+
+1. claim up to SEQUENCE_BATCH_SIZE due enrollments (`FOR UPDATE SKIP LOCKED`,
+   in next_step_at order, through the partial index `enrollment_due`), with
+   what decides their fate computed by the same query: whether they must leave
+   (unsubscribed, suppressed, blocklisted, exit tag) and whether their previous
+   message is still pending (they wait for it, so steps reach the inbox in order);
+2. decide each row in Python from the sequence's live steps — no queries —
+   computing each next time once per (step, time zone) for the batch;
+3. insert the ledger rows set-based, one `INSERT … SELECT … ON CONFLICT DO
+   NOTHING` per step in the batch;
+4. advance every claimed enrollment with one UPDATE (`FROM unnest(…)` on
+   Postgres).
+
+Several schedulers at once take disjoint rows (SKIP LOCKED); a crash before the
+commit leaves nothing behind and the rows come due again; a run that repeats a
+step finds the ledger row already there (the unique (subscriber, step, entry)
+index) and inserts nothing. After downtime, due steps go out once, late —
+unless they are older than the sequence's `skip_after_days`, in which case they
+are recorded as skipped and the subscriber moves on.
+
+Delays count from when the previous step was queued (the pass's clock), so the
+gap between two steps of one subscriber is never shorter than the delay.
+
+The clock is injectable: `run(now=…)`, or for whole processes the environment
+variable SCHEDULER_CLOCK_FILE naming a file that holds an ISO 8601 time (the
+reliability tests move time forward that way instead of sleeping).
+"""
+
+import json
+import logging
+import os
+from collections import defaultdict, namedtuple
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from lists.models import Subscriber
+
+from . import scheduling
+from .models import Enrollment, Message, Sequence, Step
+
+log = logging.getLogger(__name__)
+
+# A subscriber whose previous message is still queued or retrying is looked at
+# again this much later, instead of getting the next step ahead of it.
+HOLD_RECHECK = timedelta(minutes=1)
+ROUND_GAP = timedelta(minutes=1)
+PENDING = (Message.QUEUED, Message.RETRY, Message.SENDING)
+STALE_TEXT = "Skipped: it was due more than {days} day(s) earlier (the sequence was paused or sending stopped)."
+
+
+def clock():
+    """The scheduler's now: the time in SCHEDULER_CLOCK_FILE when set, else the real time."""
+    path = os.environ.get("SCHEDULER_CLOCK_FILE")
+    if path:
+        with open(path) as handle:
+            return datetime.fromisoformat(handle.read().strip())
+    return timezone.now()
+
+
+def knob(name):
+    return getattr(settings, name)
+
+
+@dataclass
+class PassResult:
+    claimed: int = 0
+    queued: int = 0
+    skipped: int = 0
+    rescheduled: int = 0
+    held: int = 0
+    exited: int = 0
+    finished: int = 0
+    enrolled: int = 0
+
+    def add(self, other):
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+
+# --- The plan of one sequence -----------------------------------------------------------------------
+
+
+class Plan:
+    """A running sequence's live steps, loaded once per pass, and the timing arithmetic."""
+
+    def __init__(self, sequence, now):
+        self.sequence = sequence
+        self.now = now
+        self.steps = [s for s in sequence.steps.order_by("position", "pk") if s.is_active]
+        self.timings = {s.pk: s.timing_rule() for s in self.steps}
+        self.needs_attributes = any(t.needs_attributes for t in self.timings.values())
+        self.repeats_yearly = any(t.kind == scheduling.ON_DATE and t.yearly for t in self.timings.values())
+        self.list_zone = sequence.mailing_list.time_zone
+        self._times = {}
+        self._next = {}
+        self._after = {}
+
+    def after(self, position):
+        found = self._after.get(position)
+        if found is None:
+            found = self._after[position] = [s for s in self.steps if s.position > position]
+        return found
+
+    def first_after(self, position):
+        later = self.after(position)
+        return later[0] if later else None
+
+    def when(self, step, base, zone_name, attributes):
+        timing = self.timings[step.pk]
+        zone = scheduling.zone_for(zone_name, self.list_zone)
+        if timing.needs_attributes:
+            return timing.when(base=base, zone=zone, attributes=attributes)
+        if base != self.now:
+            return timing.when(base=base, zone=zone)
+        key = (step.pk, zone)  # steps sent now: one computation per step and zone for the pass
+        if key not in self._times:
+            self._times[key] = timing.when(base=base, zone=zone)
+        return self._times[key]
+
+    def next_from(self, position, base, zone_name, attributes):
+        """(position passed over, step, time) of the next step that can be scheduled after
+        `position`; steps without a usable date for this subscriber are passed over."""
+        if base is self.now and not self.needs_attributes:
+            key = (position, zone_name)  # the common case: one answer per step and zone for the pass
+            if key not in self._next:
+                self._next[key] = self._walk(position, base, zone_name, attributes)
+            return self._next[key]
+        return self._walk(position, base, zone_name, attributes)
+
+    def _walk(self, position, base, zone_name, attributes):
+        passed = position
+        for step in self.after(position):
+            at = self.when(step, base, zone_name, attributes)
+            if at is not None:
+                return passed, step, at
+            passed = step.position
+        return passed, None, None
+
+
+# --- Claim --------------------------------------------------------------------------------------------
+
+# One row per due enrollment, with what decides its fate, in one statement. The
+# LEFT JOINs are index probes per claimed row (subscription_unique, the suppression's
+# unique email, the tag pair, message_once_per_step_entry), so the cost does not
+# grow with the list; `leave` is why the subscriber must leave ('' to stay) and
+# `hold` whether their previous message is still pending.
+_CLAIM = """
+SELECT e.id, e.subscriber_id, e.entry, e.position, e.next_step_id, e.next_step_at, e.last_step_at, s.time_zone,
+    CASE WHEN s.status <> 'active' THEN 'blocklisted'
+         WHEN x.id IS NOT NULL THEN 'suppressed'
+         WHEN m.id IS NULL THEN 'unsubscribed'
+         WHEN t.id IS NOT NULL THEN 'exit_tag'
+         ELSE '' END,
+    p.id IS NOT NULL{attributes}
+FROM campaigns_enrollment e
+JOIN lists_subscriber s ON s.id = e.subscriber_id
+LEFT JOIN lists_subscription m
+    ON m.subscriber_id = e.subscriber_id AND m.mailing_list_id = %s AND m.status = 'confirmed'
+LEFT JOIN lists_suppression x ON x.email = lower(s.email)
+LEFT JOIN {tag_rows} t ON t.subscriber_id = e.subscriber_id AND t.tag_id = %s
+LEFT JOIN campaigns_message p
+    ON p.subscriber_id = e.subscriber_id AND p.step_id = e.last_step_id AND p.entry = e.entry
+    AND p.step_id IS NOT NULL AND p.status IN ('queued', 'retry', 'sending')
+WHERE e.sequence_id = %s AND e.status = 'active' AND e.next_step_at <= %s
+ORDER BY e.next_step_at
+LIMIT %s{lock}
+"""
+
+
+def claim(plan, limit):
+    """Lock up to `limit` due enrollments of the plan's sequence (SKIP LOCKED); returns Rows."""
+    sequence = plan.sequence
+    sql = _CLAIM.format(
+        attributes=", s.attributes" if plan.needs_attributes else "",
+        tag_rows=Subscriber.tags.through._meta.db_table,
+        lock=" FOR UPDATE OF e SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
+    )
+    now = connection.ops.adapt_datetimefield_value(plan.now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sequence.mailing_list_id, sequence.exit_tag_id, sequence.pk, now, limit])
+        rows = cursor.fetchall()
+    if connection.vendor != "postgresql":
+        rows = [_typed(row) for row in rows]
+    if plan.needs_attributes:  # JSON arrives as text (Django leaves decoding to JSONField)
+        rows = [row[:-1] + (json.loads(row[-1]) if isinstance(row[-1], str) else row[-1],) for row in rows]
+    return [Row(*row) for row in rows]
+
+
+def _typed(row):
+    """SQLite hands back timestamps as text."""
+    converted = list(row)
+    for index in (5, 6):
+        converted[index] = _parse_time(converted[index])
+    return tuple(converted)
+
+
+def _parse_time(value):
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- Decide -------------------------------------------------------------------------------------------
+
+Row = namedtuple(
+    "Row",
+    "pk subscriber_id entry position next_step_id next_step_at last_step_at zone leave hold attributes",
+    defaults=(None,),
+)
+# "Leave this column as it is" for the enrollment UPDATE (last_step_id unless a step was sent).
+KEEP = object()
+
+
+class Decisions:
+    """The new state of every claimed row, and the ledger rows to write."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.now = plan.now
+        self.updates = []  # tuples in write_enrollments' column order
+        self.messages = defaultdict(list)  # (step_id, status) -> [enrollment pk]
+        self.result = PassResult()
+
+    def decide(self, row):
+        if row.leave:
+            self.result.exited += 1
+            return self._set(row, status=Enrollment.EXITED, exit_reason=row.leave, next_step_id=None,
+                             next_step_at=None, ended_at=self.now)
+        if row.hold:
+            self.result.held += 1
+            return self._set(row, next_step_at=self.now + HOLD_RECHECK)
+        expected = self.plan.first_after(row.position)
+        if expected is not None and expected.pk == row.next_step_id:
+            return self._send(row, expected)
+        return self._reschedule(row)
+
+    def _send(self, row, step):
+        stale = scheduling.is_stale(row.next_step_at, self.now, self.plan.sequence.skip_after_days)
+        self.messages[(step.pk, Message.SKIPPED if stale else Message.QUEUED)].append(row.pk)
+        if stale:
+            self.result.skipped += 1
+        else:
+            self.result.queued += 1
+        passed, following, at = self.plan.next_from(step.position, self.now, row.zone, row.attributes)
+        if following is not None:
+            return self._set(row, position=passed, last_step_id=step.pk, last_step_at=self.now,
+                             next_step_id=following.pk, next_step_at=at)
+        if self.plan.repeats_yearly:
+            return self._next_round(row, step)
+        self.result.finished += 1
+        return self._set(row, status=Enrollment.FINISHED, position=passed, last_step_id=step.pk,
+                         last_step_at=self.now, next_step_id=None, next_step_at=None, ended_at=self.now)
+
+    def _next_round(self, row, step):
+        """A sequence with a yearly date step starts over after its last step: next year's round.
+        The round starts a minute later, so a date step just sent is not due again at once."""
+        passed, first, at = self.plan.next_from(0, self.now + ROUND_GAP, row.zone, row.attributes)
+        if first is None:
+            self.result.finished += 1
+            return self._set(row, status=Enrollment.FINISHED, position=step.position, last_step_id=step.pk,
+                             last_step_at=self.now, next_step_id=None, next_step_at=None, ended_at=self.now)
+        return self._set(row, entry=row.entry + 1, position=passed, last_step_id=None, last_step_at=self.now,
+                         next_step_id=first.pk, next_step_at=at)
+
+    def _reschedule(self, row):
+        """The step planned for this row changed (inserted, paused, deleted, moved): plan again
+        from when the previous step went; a time already past comes due at once."""
+        passed, step, at = self.plan.next_from(row.position, row.last_step_at, row.zone, row.attributes)
+        if step is None:
+            self.result.finished += 1
+            return self._set(row, status=Enrollment.FINISHED, position=passed, next_step_id=None,
+                             next_step_at=None, ended_at=self.now)
+        self.result.rescheduled += 1
+        # Not before now: a reschedule must not make the step look stale.
+        return self._set(row, position=passed, next_step_id=step.pk, next_step_at=max(at, self.now))
+
+    def _set(self, row, *, status=Enrollment.ACTIVE, exit_reason="", position=None, entry=None, last_step_id=KEEP,
+             last_step_at=None, next_step_id=KEEP, next_step_at=KEEP, ended_at=None):
+        self.updates.append((
+            row.pk, status, exit_reason, row.position if position is None else position,
+            row.entry if entry is None else entry, last_step_id, last_step_at or row.last_step_at,
+            row.next_step_id if next_step_id is KEEP else next_step_id,
+            row.next_step_at if next_step_at is KEEP else next_step_at, ended_at,
+        ))
+
+
+# --- Write --------------------------------------------------------------------------------------------
+
+_INSERT = (
+    "INSERT INTO campaigns_message (step_id, entry, subscriber_id, email, status, attempts, next_attempt_at,"
+    " leased_by, message_id, provider_id, last_response, created_at, updated_at)"
+    " SELECT %s, e.entry, e.subscriber_id, s.email, %s, 0, %s, '', '', '', %s, %s, %s"
+    " FROM campaigns_enrollment e JOIN lists_subscriber s ON s.id = e.subscriber_id"
+    " WHERE e.id IN ({ids})"
+    " ON CONFLICT (subscriber_id, step_id, entry) WHERE step_id IS NOT NULL DO NOTHING"
+)
+
+
+def write_messages(decisions):
+    """One INSERT … SELECT per (step, status) of the batch; returns {step_id: rows inserted}."""
+    now = decisions.now
+    adapt = connection.ops.adapt_datetimefield_value
+    skip_text = STALE_TEXT.format(days=decisions.plan.sequence.skip_after_days)
+    inserted = defaultdict(int)
+    with connection.cursor() as cursor:
+        for (step_id, status), pks in decisions.messages.items():
+            text = skip_text if status == Message.SKIPPED else ""
+            sql = _INSERT.format(ids=", ".join(["%s"] * len(pks)))
+            cursor.execute(sql, [step_id, status, adapt(now), text, adapt(now), adapt(now), *pks])
+            if status == Message.QUEUED:
+                inserted[step_id] += cursor.rowcount
+    return inserted
+
+
+_UPDATE_PG = """
+UPDATE campaigns_enrollment e SET
+    status = v.status, exit_reason = v.exit_reason, position = v.position, entry = v.entry,
+    last_step_id = CASE WHEN v.keep_last THEN e.last_step_id ELSE v.last_step_id END,
+    last_step_at = v.last_step_at, next_step_id = v.next_step_id, next_step_at = v.next_step_at,
+    ended_at = v.ended_at
+FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::integer[], %s::integer[], %s::boolean[],
+            %s::bigint[], %s::timestamptz[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+    AS v(id, status, exit_reason, position, entry, keep_last, last_step_id, last_step_at, next_step_id,
+         next_step_at, ended_at)
+WHERE e.id = v.id
+"""
+
+_UPDATE_ONE = (
+    "UPDATE campaigns_enrollment SET status = %s, exit_reason = %s, position = %s, entry = %s,"
+    " last_step_id = CASE WHEN %s THEN last_step_id ELSE %s END, last_step_at = %s, next_step_id = %s,"
+    " next_step_at = %s, ended_at = %s WHERE id = %s"
+)
+
+
+def write_enrollments(updates):
+    """Advance every claimed enrollment: one UPDATE … FROM unnest(…) on Postgres.
+
+    SQLite (the embedded single-machine setup) has no arrays; there the same
+    statement runs once per row through executemany, inside the same transaction.
+    """
+    if not updates:
+        return
+    rows = [(pk, status, reason, position, entry, last is KEEP, None if last is KEEP else last, last_at,
+             next_id, next_at, ended) for pk, status, reason, position, entry, last, last_at, next_id, next_at, ended
+            in updates]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_UPDATE_PG, [list(column) for column in zip(*rows)])
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            cursor.executemany(_UPDATE_ONE, [
+                (status, reason, position, entry, keep, last, adapt(last_at), next_id, adapt(next_at), adapt(ended), pk)
+                for pk, status, reason, position, entry, keep, last, last_at, next_id, next_at, ended in rows
+            ])
+
+
+# --- One batch, one sequence, one pass ---------------------------------------------------------------
+
+
+def run_batch(plan, limit):
+    """Claim, decide and write one batch in one transaction; returns (PassResult, {step_id: queued})."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Safe to lose in a Postgres crash: the pass is simply done again, and no
+            # message of it can have been sent, since a worker's claim commits
+            # synchronously and so makes this transaction durable first (WAL order).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        claimed = claim(plan, limit)
+        decisions = Decisions(plan)
+        for row in claimed:
+            decisions.decide(row)
+        queued = write_messages(decisions)
+        write_enrollments(decisions.updates)
+        decisions.result.claimed = len(claimed)
+        if any(queued.values()):
+            transaction.on_commit(lambda: ring_steps([s for s, n in queued.items() if n]))
+    return decisions.result
+
+
+def run_sequence(sequence, *, now, batch_size=None, max_batches=10_000):
+    """Every due step of one running sequence, batch after batch, until none is due."""
+    plan = Plan(sequence, now)
+    total = PassResult()
+    for _ in range(max_batches):
+        result = run_batch(plan, batch_size or knob("SEQUENCE_BATCH_SIZE"))
+        total.add(result)
+        if not result.claimed:
+            break
+    return total
+
+
+def run(*, now=None, batch_size=None, discover_every=None):
+    """One scheduler pass over every running sequence: enroll newcomers (at most every
+    SEQUENCE_DISCOVERY_SECONDS per sequence), then queue every due step."""
+    from .sequences import discover
+
+    now = now or clock()
+    total = PassResult()
+    running = Sequence.objects.filter(status=Sequence.ACTIVE).select_related("mailing_list")
+    for sequence in running:
+        total.enrolled += discover(sequence, now=now, every=discover_every)
+        total.add(run_sequence(sequence, now=now, batch_size=batch_size))
+    if total.claimed:
+        log.info("Scheduler: %s", total)
+    return total
+
+
+def ring_steps(step_ids):
+    """Ring the senders of steps that have new ledger rows (see campaigns.step_sending)."""
+    from .step_sending import ring
+
+    for step_id in step_ids:
+        ring(step_id)
+
+
+def run_one(sequence_id, *, now=None):
+    """A pass over one sequence (after it is switched on or someone is enrolled by hand)."""
+    from .sequences import discover
+
+    sequence = Sequence.objects.select_related("mailing_list").filter(pk=sequence_id, status=Sequence.ACTIVE).first()
+    if sequence is None:
+        return PassResult()
+    now = now or clock()
+    entered = discover(sequence, now=now, every=0)
+    result = run_sequence(sequence, now=now)
+    result.enrolled += entered
+    return result
+
+
+def tick():
+    """The beat's work: a scheduler pass, then a bell for steps with due mail (retries, resumed)."""
+    from .step_sending import ring_due
+
+    result = run()
+    ring_due()
+    return result
