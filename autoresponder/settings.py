@@ -316,6 +316,9 @@ for _name in ("MAILGUN_WEBHOOK_SIGNING_KEY", "MANDRILL_WEBHOOK_KEY", "MANDRILL_W
 TRACKING_BUFFER = os.environ.get("TRACKING_BUFFER", "redis" if REDIS_URL else "direct")
 if TRACKING_BUFFER not in ("redis", "direct"):
     fail(f"TRACKING_BUFFER={TRACKING_BUFFER!r} must be redis or direct.")
+# Each web process pushes its hits to Redis every TRACKING_FLUSH_MS (0: one push per hit, as
+# in the tests, where a request's hits must be in Redis when it returns).
+TRACKING_FLUSH_MS = env_int("TRACKING_FLUSH_MS", 0 if TESTING else 100)
 TRACKING_DRAIN_SECONDS = env_int("TRACKING_DRAIN_SECONDS", 2)
 TRACKING_DRAIN_BATCH = env_int("TRACKING_DRAIN_BATCH", 5000)
 # An open or click this soon after sending is a scanner or prefetcher, not a person.

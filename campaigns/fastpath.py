@@ -49,7 +49,8 @@ class TrackingFastPath:
 
     def __init__(self, application):
         self.application = application
-        self.pixel_headers = _PIXEL_HEADERS + [("Content-Length", str(len(pixel())))]
+        self.pixel = pixel()
+        self.pixel_headers = _PIXEL_HEADERS + [("Content-Length", str(len(self.pixel)))]
 
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "")
@@ -71,7 +72,7 @@ class TrackingFastPath:
             except Exception:  # noqa: BLE001 - the image is always returned (issue: "even when recording fails")
                 log.exception("Could not record an open of message %s.", message_pk)
         start_response("200 OK", self.pixel_headers)
-        return [] if head else [pixel()]
+        return [] if head else [self.pixel]
 
     def _click(self, environ, start_response, token, *, head):
         try:
