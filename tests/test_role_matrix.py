@@ -80,6 +80,8 @@ ROLES = {
     "campaigns:backend_kind": ADMIN, "campaigns:backend_create": ADMIN, "campaigns:backend_edit": ADMIN,
     "campaigns:backend_test": ADMIN, "campaigns:backend_toggle": ADMIN, "campaigns:backend_delete": ADMIN,
     "campaigns:sender_create": ADMIN, "campaigns:sender_edit": ADMIN, "campaigns:sender_delete": ADMIN,
+    "campaigns:hook_index": ADMIN, "campaigns:hook_detail": ADMIN, "campaigns:hook_toggle": ADMIN,
+    "campaigns:hook_secret": ADMIN, "campaigns:hook_delete": ADMIN, "campaigns:hook_delivery_retry": ADMIN,
     # Outside the dashboard
     "login": OUTSIDE, "logout": OUTSIDE, "login_code": OUTSIDE, "password_reset_confirm": OUTSIDE,
     "password_reset_complete": OUTSIDE, "admin_login": OUTSIDE, "healthz": OUTSIDE, "favicon": OUTSIDE,
