@@ -583,6 +583,8 @@ class Message(models.Model):
             models.Index(fields=["step", "status"], condition=Q(step__isnull=False), name="message_step_status"),
             # campaigns.ledger.reap() looks for expired leases.
             models.Index(fields=["lease_until"], condition=Q(status="sending"), name="message_leased"),
+            # campaigns.webhooks finds the row of an ESP event that lacks our metadata by the ESP's id.
+            models.Index(fields=["provider_id"], condition=~Q(provider_id=""), name="message_provider_id"),
         ]
 
     def __str__(self):
@@ -662,3 +664,140 @@ class HookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} to hook {self.hook_id} ({self.status})"
+
+
+# --- Tracking and the feedback loop (campaigns/events.py, stats.py, policy.py) -----------------
+
+
+class Event(models.Model):
+    """Something that happened to a sent message: an open, a click, an unsubscribe, a
+    delivery, a bounce, a deferral or a complaint.
+
+    Written in batches by campaigns.events (never one ORM save per hit). `uid` makes
+    every write idempotent: a hit drained twice after a crash, or a webhook the ESP
+    sends again, is stored and counted once. The scope (broadcast or sequence step)
+    is kept on the row so figures survive the message's deletion and so an
+    aggregate-only list's opens and clicks can be counted without their message.
+    """
+
+    DELIVERED, OPEN, CLICK, UNSUBSCRIBE = "delivered", "open", "click", "unsubscribe"
+    BOUNCE, SOFT_BOUNCE, DEFERRED, COMPLAINT = "bounce", "soft_bounce", "deferred", "complaint"
+    KIND_CHOICES = [
+        (DELIVERED, "Delivered"), (OPEN, "Open"), (CLICK, "Click"), (UNSUBSCRIBE, "Unsubscribe"),
+        (BOUNCE, "Hard bounce"), (SOFT_BOUNCE, "Soft bounce"), (DEFERRED, "Deferred"), (COMPLAINT, "Complaint"),
+    ]
+    BROADCAST, STEP = "broadcast", "step"
+    SCOPE_CHOICES = [(BROADCAST, "Broadcast"), (STEP, "Sequence step")]
+
+    uid = models.UUIDField(unique=True, editable=False)
+    kind = models.CharField(max_length=12, choices=KIND_CHOICES)
+    # SET NULL: figures outlive a deleted message. NULL as well for the opens and clicks
+    # of an aggregate-only list (lists.MailingList.privacy_mode).
+    message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
+    scope = models.CharField(max_length=10, choices=SCOPE_CHOICES, blank=True)
+    scope_id = models.BigIntegerField(null=True, blank=True)
+    link = models.ForeignKey(Link, on_delete=models.SET_NULL, null=True, blank=True, db_index=False, related_name="+")
+    is_machine = models.BooleanField(
+        default=False, help_text="A link scanner or prefetcher (HEAD request, scanner user agent, or seconds "
+        "after sending): kept out of the human counts."
+    )
+    source = models.CharField(max_length=30, blank=True, help_text="pixel, redirect, smtp, mailbox, webhook:<ESP>…")
+    detail = models.TextField(blank=True, help_text="The bounce or complaint text.")
+    created_at = models.DateTimeField(help_text="When it happened (not when it was stored).")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # campaigns.stats.rebuild() recounts one broadcast's or step's rollups from here.
+            models.Index(fields=["scope", "scope_id", "created_at"], name="event_scope_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} of message {self.message_id or '—'}"
+
+
+class StatsBucket(models.Model):
+    """The rollup behind every figure: one row per broadcast (or step) and hour, moved by
+    campaigns.events in the same transaction as the events it counts, so the dashboard
+    sums a few rows instead of counting millions of events."""
+
+    scope = models.CharField(max_length=10, choices=Event.SCOPE_CHOICES)
+    scope_id = models.BigIntegerField()
+    hour = models.DateTimeField()
+    sent = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    bounced = models.PositiveIntegerField(default=0)
+    soft_bounced = models.PositiveIntegerField(default=0)
+    deferred = models.PositiveIntegerField(default=0)
+    complained = models.PositiveIntegerField(default=0)
+    unsubscribed = models.PositiveIntegerField(default=0)
+    opens = models.PositiveIntegerField(default=0)
+    unique_opens = models.PositiveIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+    unique_clicks = models.PositiveIntegerField(default=0)
+    machine_opens = models.PositiveIntegerField(default=0)
+    machine_clicks = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["scope", "scope_id", "hour"]
+        constraints = [
+            # ON CONFLICT target of the rollup upsert (campaigns.events).
+            models.UniqueConstraint(fields=["scope", "scope_id", "hour"], name="statsbucket_once_per_hour"),
+        ]
+        verbose_name = "statistics bucket"
+
+    def __str__(self):
+        return f"{self.scope} {self.scope_id} at {self.hour:%Y-%m-%d %H:00}"
+
+
+class LinkStats(models.Model):
+    """Clicks per link of one broadcast (or step), kept like StatsBucket."""
+
+    scope = models.CharField(max_length=10, choices=Event.SCOPE_CHOICES)
+    scope_id = models.BigIntegerField()
+    link = models.ForeignKey(Link, on_delete=models.CASCADE, related_name="stats")
+    clicks = models.PositiveIntegerField(default=0)
+    unique_clicks = models.PositiveIntegerField(default=0)
+    machine_clicks = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["scope", "scope_id", "-clicks"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "scope_id", "link"], name="linkstats_once_per_link"),
+        ]
+        verbose_name = "link statistics"
+        verbose_name_plural = "link statistics"
+
+    def __str__(self):
+        return f"{self.link} in {self.scope} {self.scope_id}"
+
+
+class BouncePolicy(models.Model):
+    """What bounces and complaints do to an address (campaigns.policy); one row, edited in
+    the admin and on the settings page."""
+
+    hard_bounce_suppresses = models.BooleanField(
+        default=True, help_text="Suppress an address at its first hard bounce (the mailbox does not exist)."
+    )
+    soft_bounce_limit = models.PositiveSmallIntegerField(
+        default=3, help_text="Suppress an address after this many soft bounces (mailbox full, blocked…); 0: never."
+    )
+    soft_bounce_days = models.PositiveSmallIntegerField(default=15, help_text="…within this many days.")
+    complaint_unsubscribes = models.BooleanField(
+        default=True, help_text="A spam complaint unsubscribes the address from every list."
+    )
+    complaint_suppresses = models.BooleanField(
+        default=True, help_text="A spam complaint puts the address on the suppression list."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "bounce policy"
+        verbose_name_plural = "bounce policy"
+
+    def __str__(self):
+        return "Bounce policy"
+
+    def clean(self):
+        if self.soft_bounce_limit and not self.soft_bounce_days:
+            raise ValidationError({"soft_bounce_days": "Give the number of days the soft bounces are counted over."})
