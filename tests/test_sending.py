@@ -463,3 +463,17 @@ def test_a_broadcast_whose_template_cannot_render_is_paused_with_the_reason(smtp
     assert result.stop is True and broadcast.status == "paused"
     assert broadcast.pause_reason == "The body cannot be rendered: Line 1: unknown filter 'no_such_filter'"
     assert statuses(broadcast) == [("reader0@example.org", "queued"), ("reader1@example.org", "queued")]
+
+
+def test_a_template_dropping_the_footer_for_some_subscribers_fails_only_those(smtp_server, started):
+    backend_for(smtp_server)
+    body = ('<p>Hi {{ subscriber.name }}</p>{% if subscriber.email != "reader1@example.org" %}'
+            '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ sender.postal_address }}</p>{% endif %}')
+    broadcast = started(3, body=body)
+    sending.send_batch(broadcast.pk)
+    assert statuses(broadcast) == [
+        ("reader0@example.org", "sent"), ("reader1@example.org", "failed"), ("reader2@example.org", "sent")
+    ]
+    assert broadcast.messages.get(email="reader1@example.org").last_response.startswith(
+        "Not sent: The message has no visible unsubscribe link."
+    )
