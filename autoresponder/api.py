@@ -18,7 +18,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from campaigns import api as campaigns_api
-from campaigns import api_hooks
+from campaigns import api_hooks, api_sequences
 from lists import api as lists_api
 
 router = DefaultRouter()
@@ -30,6 +30,7 @@ router.register("tags", lists_api.TagViewSet, basename="tag")
 router.register("segments", lists_api.SegmentViewSet, basename="segment")
 router.register("suppressions", lists_api.SuppressionViewSet, basename="suppression")
 campaigns_api.register(router)
+api_sequences.register(router)
 router.register("hooks", api_hooks.HookViewSet, basename="hook")
 
 app_name = "api"

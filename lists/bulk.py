@@ -65,7 +65,7 @@ def upsert_subscribers(mailing_list, items, *, mode=ImportJob.UPSERT, confirmed=
     )
     rows, report = _Items(items), _Report()
     engine = importing_pg if connection.vendor == "postgresql" else importing_orm
-    engine.run(job, rows, details=_details(job, user, tag_names), report=report, on_chunk=lambda: None,
+    engine.run(job, rows, details=_details(job, user, tag_names), report=report, on_chunk=lambda *counts: None,
                finish=_finisher(job, rows, report))
     if importing.needs_confirmations(job):
         from .tasks import send_import_confirmations

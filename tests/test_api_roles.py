@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 
 from autoresponder.roles import ROLES
-from campaigns.models import Layout, Template
+from campaigns.models import Hook, Layout, Sequence, Step, Template
 from lists.models import Segment, Suppression, Tag
 from tests.api_fixtures import *  # noqa: F401,F403
-from tests.factories import SubscriptionFactory
+from tests.factories import SubscriptionFactory, UserFactory
 from tests.sending_factories import BODY, BroadcastFactory, SenderFactory, SMTPBackendFactory
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +36,16 @@ def world(db):
         "template": Template.objects.create(name="T", subject="S", body=BODY).pk,
         "broadcast": BroadcastFactory(sender=sender, lists=[subscription.mailing_list]).pk,
         "backend": SMTPBackendFactory(host="127.0.0.1", port=1).pk, "email": subscription.subscriber.email,
+        **_sequence_world(subscription.mailing_list, sender),
     }
+
+
+def _sequence_world(mailing_list, sender):
+    owner = UserFactory(username="hook-owner")
+    sequence = Sequence.objects.create(name="Welcome", mailing_list=mailing_list, sender=sender, trigger="api")
+    step = Step.objects.create(sequence=sequence, position=1, subject="Hi", body=BODY)
+    hook = Hook.objects.create(event="message.sent", target="http://127.0.0.1:9/hook", owner=owner, secret="s")
+    return {"sequence": sequence.pk, "step": step.pk, "hook": hook.pk}
 
 
 def _bodies(w):
@@ -50,6 +59,9 @@ def _bodies(w):
         "template": {"name": "T2", "subject": "S", "body": BODY},
         "broadcast": {"name": "B2", "sender": w["sender"], "subject": "S", "body": BODY, "lists": [w["list"]]},
         "backend": {"name": "Out", "kind": "outbox"},
+        "new_sequence": {"name": "Second", "mailing_list": w["list"], "sender": w["sender"], "trigger": "api"},
+        "new_step": {"sequence": w["sequence"], "subject": "Next", "body": BODY},
+        "hook": {"event": "subscriber.created", "target": "http://127.0.0.1:9/new"},
     }
 
 
@@ -109,6 +121,26 @@ ENDPOINTS = [
     ("patch", "/api/v1/backends/{backend}/", {"priority": 1}, "admin"),
     ("post", "/api/v1/backends/{backend}/test/", None, "admin"),
     ("delete", "/api/v1/backends/{backend}/", None, "admin"),
+    ("get", "/api/v1/sequences/", None, "viewer"),
+    ("get", "/api/v1/sequences/{sequence}/enrollments/", None, "viewer"),
+    ("post", "/api/v1/sequences/", "new_sequence", "editor"),
+    ("patch", "/api/v1/sequences/{sequence}/", {"name": "Renamed"}, "editor"),
+    ("post", "/api/v1/sequences/{sequence}/enable/", {}, "editor"),
+    ("post", "/api/v1/sequences/{sequence}/pause/", {}, "editor"),
+    ("post", "/api/v1/sequences/{sequence}/enroll/", {"email": "{email}"}, "editor"),
+    ("post", "/api/v1/sequences/{sequence}/remove/", {"email": "{email}"}, "editor"),
+    ("delete", "/api/v1/sequences/{sequence}/", None, "editor"),
+    ("get", "/api/v1/steps/", None, "viewer"),
+    ("post", "/api/v1/steps/", "new_step", "editor"),
+    ("patch", "/api/v1/steps/{step}/", {"subject": "New"}, "editor"),
+    ("post", "/api/v1/steps/{step}/move/", {"position": 1}, "editor"),
+    ("post", "/api/v1/steps/{step}/state/", {"is_active": False}, "editor"),
+    ("delete", "/api/v1/steps/{step}/", None, "editor"),
+    ("get", "/api/v1/hooks/", None, "admin"),
+    ("get", "/api/v1/hooks/{hook}/deliveries/", None, "admin"),
+    ("post", "/api/v1/hooks/", "hook", "admin"),
+    ("patch", "/api/v1/hooks/{hook}/", {"is_active": False}, "admin"),
+    ("delete", "/api/v1/hooks/{hook}/", None, "admin"),
 ]
 
 
@@ -116,7 +148,9 @@ def _fingerprint():
     """Every row of the tables the API writes, as text: any change shows."""
     tables = ["lists_mailinglist", "lists_subscriber", "lists_subscription", "lists_tag", "lists_segment",
               "lists_suppression", "lists_subscriber_tags", "lists_importjob", "campaigns_senderidentity",
-              "campaigns_layout", "campaigns_template", "campaigns_broadcast", "campaigns_backend"]
+              "campaigns_layout", "campaigns_template", "campaigns_broadcast", "campaigns_backend",
+              "campaigns_sequence", "campaigns_step", "campaigns_enrollment", "campaigns_hook",
+              "campaigns_hookdelivery"]
     with connection.cursor() as cursor:
         found = {}
         for table in tables:
