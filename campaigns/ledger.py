@@ -258,7 +258,24 @@ def record(row, token, *, status, response, backend_id, message_id, provider_id=
     ]
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SQL, params)
-        return cursor.rowcount == 1
+        recorded = cursor.rowcount == 1
+    if recorded and status == Message.SENT:
+        _announce_sent(row, message_id, now)
+    return recorded
+
+
+def _announce_sent(row, message_id, now):
+    """REST hooks' message.sent (campaigns.hooks), only when a hook listens: a cached check
+    per message, nothing more, when none does."""
+    from . import hooks
+
+    if not hooks.wanted("message.sent"):
+        return
+    scope = Message.objects.filter(pk=row["pk"]).values("broadcast_id", "step_id").first() or {}
+    hooks.emit("message.sent", {
+        "message": {"id": row["pk"], "email": row["email"], "message_id": message_id, **scope},
+        "subscriber": {"id": row["subscriber_id"], "email": row["email"]}, "sent_at": now.isoformat(),
+    })
 
 
 @reconnecting
@@ -380,5 +397,14 @@ def finish_if_done(broadcast_id):
             pk=broadcast_id, status=Broadcast.SENDING, fanned_out_at__isnull=False
         ).update(status=Broadcast.SENT, finished_at=timezone.now())
         if done:
-            recount(broadcast_id)
+            _announce_finished(broadcast_id, recount(broadcast_id))
     return bool(done)
+
+
+def _announce_finished(broadcast_id, counts):
+    """REST hooks' broadcast.finished, in the transaction that marks it sent."""
+    from . import hooks
+
+    if hooks.wanted("broadcast.finished"):
+        broadcast = Broadcast.objects.values("pk", "name", "status", "started_at", "finished_at").get(pk=broadcast_id)
+        hooks.emit("broadcast.finished", {"broadcast": {**broadcast, "id": broadcast.pop("pk"), **counts}})
