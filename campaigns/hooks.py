@@ -39,6 +39,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import F
@@ -59,12 +60,13 @@ EVENTS = {
     "message.complained": "The recipient marked a message as spam (the address is suppressed).",
     "message.opened": "A message was opened (machine opens by scanners excluded).",
     "message.clicked": "A tracked link in a message was clicked (scanner clicks excluded).",
-    "broadcast.finished": "A broadcast finished sending (or was cancelled).",
+    "broadcast.finished": "A broadcast finished sending (with its final counts).",
 }
 EVENT_NAMES = tuple(EVENTS)
 LEASE = timedelta(minutes=2)  # longer than the client's connect + read timeouts
 CLAIM_BATCH = 50
 WANTED_TTL = 5.0  # seconds an in-process answer of wanted() is trusted
+RING_DEBOUNCE = 1  # second
 _SIGNATURE_HEADER = hooks_client.SIGNATURE_HEADER
 _encode = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _wanted = {"events": frozenset(), "until": 0.0}
@@ -182,11 +184,20 @@ def emit_many(event, payloads):
 
 
 def ring():
-    """Ask a worker to deliver now (the beat does it anyway every HOOK_BEAT_SECONDS)."""
+    """Ask a worker to deliver soon (the beat does it anyway every HOOK_BEAT_SECONDS).
+
+    Rung after every emitting commit, so it is debounced: at most one task per RING_DEBOUNCE
+    second across processes (cache.add is atomic), started that second later so it finds every
+    delivery committed meanwhile. A message.sent hook thus costs one Redis round trip per
+    message, not one task. Without a broker (eager mode) it delivers at once.
+    """
     from .tasks import deliver_hooks
 
     try:
-        deliver_hooks.delay()
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            deliver_hooks.delay()
+        elif cache.add("campaigns:hooks:ring", 1, timeout=RING_DEBOUNCE):
+            deliver_hooks.apply_async(countdown=RING_DEBOUNCE)
     except Exception:  # a broker that is down must not fail the request that emitted; the beat delivers
         log.warning("Could not ring the hook delivery task; the beat will deliver.", exc_info=True)
 

@@ -12,14 +12,16 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
-from campaigns import hooks
-from campaigns.models import Hook, HookDelivery
+from campaigns import hooks, ledger, sending
+from campaigns.models import Broadcast, Hook, HookDelivery
 from lists import services
 from lists.models import Subscription
 from tests.api_fixtures import *  # noqa: F401,F403
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory
 from tests.hook_receiver import HookReceiver
+from tests.sending_factories import BroadcastFactory, audience, backend_for
 
 
 @pytest.fixture
@@ -407,3 +409,30 @@ def test_dashboard_hooks_are_for_admins(bob_client, mallory_client, alice, recei
     assert bob_client.post(f"/hooks/{hook.pk}/delete/").status_code == 403
     assert mallory_client.get(f"/hooks/{hook.pk}/").status_code == 403
     assert Hook.objects.filter(pk=hook.pk).exists()
+
+
+# --- The sending engine's events ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_broadcast_sent_through_smtp_announces_each_message_and_its_end(alice, smtp_server, receiver):
+    _hook(receiver, "message.sent", alice, "/sent")
+    _hook(receiver, "broadcast.finished", alice, "/finished")
+    backend_for(smtp_server)
+    newsletter = MailingListFactory()
+    audience(newsletter, 2)
+    broadcast = BroadcastFactory(lists=[newsletter], status=Broadcast.SENDING, started_at=timezone.now())
+    ledger.fan_out(broadcast, send_at=timezone.now())
+
+    sending.send_batch(broadcast.pk)
+    ledger.finish_if_done(broadcast.pk)
+    hooks.deliver_due()
+
+    by_path = {}
+    for request in receiver.requests:
+        by_path.setdefault(request.path, []).append(json.loads(request.body)["data"])
+    assert sorted(d["message"]["email"] for d in by_path["/sent"]) == ["reader0@example.org", "reader1@example.org"]
+    assert all(d["message"]["broadcast_id"] == broadcast.pk for d in by_path["/sent"])
+    [finished] = by_path["/finished"]
+    assert (finished["broadcast"]["id"], finished["broadcast"]["status"], finished["broadcast"]["sent_count"]) == (
+        broadcast.pk, "sent", 2)
