@@ -1,7 +1,8 @@
 """
 The REST API for what is sent: sender identities, layouts, templates,
-broadcasts (create, schedule, send, pause, resume, cancel, statistics) and
-sending backends (secrets are write-only). Input is checked by the dashboard's
+broadcasts (create, schedule, send, pause, resume, cancel, statistics),
+sending backends (secrets are write-only) and the events of sent messages
+(read-only: opens, clicks, bounces, complaints …). Input is checked by the dashboard's
 forms (campaigns/forms.py) and every state change is a campaigns.broadcasts
 service call; serializers are in api_serializers.py. Sequences are in
 api_sequences.py, hooks in api_hooks.py.
@@ -12,6 +13,7 @@ broadcasts; admins write sender identities and backends.
 
 import django_filters
 from django.db import transaction
+from django.db.models import F
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -25,6 +27,7 @@ from .api_serializers import (
     BackendSerializer,
     BroadcastSerializer,
     ConnectionResultSerializer,
+    EventSerializer,
     LayoutSerializer,
     PauseSerializer,
     ScheduleSerializer,
@@ -33,7 +36,7 @@ from .api_serializers import (
     TemplateSerializer,
 )
 from .dashboard_services import bounced_count
-from .models import Backend, Broadcast, Layout, SenderIdentity, Template
+from .models import Backend, Broadcast, Event, Layout, SenderIdentity, Template
 
 CONFLICT = OpenApiResponse(description="The broadcast is not in a state that allows this (the detail says why).")
 UPDATE_METHODS = ["get", "post", "patch", "delete", "head", "options"]
@@ -209,6 +212,49 @@ class BackendViewSet(viewsets.ModelViewSet):
         return Response({"ok": ok, "detail": text})
 
 
+# --- Events ---------------------------------------------------------------------------------------
+
+
+class EventFilter(django_filters.FilterSet):
+    kind = django_filters.MultipleChoiceFilter(choices=Event.KIND_CHOICES, help_text="One or more event types.")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    broadcast = django_filters.NumberFilter(method="in_broadcast", help_text="Broadcast id.")
+    step = django_filters.NumberFilter(method="in_step", help_text="Sequence step id.")
+    subscriber = django_filters.NumberFilter(field_name="message__subscriber_id", help_text="Subscriber id.")
+    message = django_filters.NumberFilter(field_name="message_id")
+    include_machine = django_filters.BooleanFilter(
+        method="with_machine", help_text="Also scanners' and prefetchers' opens and clicks (left out by default).")
+
+    class Meta:
+        model = Event
+        fields = ["kind", "created_after", "created_before", "broadcast", "step", "subscriber", "message"]
+
+    def in_broadcast(self, queryset, name, value):
+        return queryset.filter(scope=Event.BROADCAST, scope_id=value)
+
+    def in_step(self, queryset, name, value):
+        return queryset.filter(scope=Event.STEP, scope_id=value)
+
+    def with_machine(self, queryset, name, value):
+        return queryset
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        return queryset if self.form.cleaned_data.get("include_machine") else queryset.filter(is_machine=False)
+
+
+class EventViewSet(viewsets.ReadOnlyModelViewSet):
+    """What happened to sent messages: opens, clicks, unsubscribes, deliveries, bounces, deferrals,
+    complaints. Query by type, time, broadcast, step, subscriber or message; newest first."""
+
+    queryset = Event.objects.annotate(subscriber_id=F("message__subscriber_id"), url=F("link__url"))
+    serializer_class = EventSerializer
+    filterset_class = EventFilter
+    ordering_fields = ["id", "created_at"]
+    ordering = "-id"
+
+
 def register(router):
     """Add the campaigns resources to the API router (autoresponder/api.py)."""
     router.register("senders", SenderIdentityViewSet, basename="sender")
@@ -216,3 +262,4 @@ def register(router):
     router.register("templates", TemplateViewSet, basename="template")
     router.register("broadcasts", BroadcastViewSet, basename="broadcast")
     router.register("backends", BackendViewSet, basename="backend")
+    router.register("events", EventViewSet, basename="event")

@@ -22,7 +22,7 @@ from .forms import (
     SenderIdentityForm,
     TemplateForm,
 )
-from .models import Backend, Broadcast, Layout, SenderIdentity, Template
+from .models import Backend, Broadcast, Event, Layout, SenderIdentity, Template
 
 
 class SenderIdentitySerializer(FormSerializer):
@@ -195,3 +195,14 @@ class BackendSerializer(FormSerializer):
 class ConnectionResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     detail = serializers.CharField()
+
+
+class EventSerializer(serializers.ModelSerializer):
+    subscriber = serializers.IntegerField(source="subscriber_id", allow_null=True, read_only=True)
+    url = serializers.CharField(allow_null=True, read_only=True, help_text="The clicked link (clicks only).")
+
+    class Meta:
+        model = Event
+        fields = ["id", "kind", "message", "subscriber", "scope", "scope_id", "url", "is_machine", "source", "detail",
+                  "created_at"]
+        read_only_fields = fields
