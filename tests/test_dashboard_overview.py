@@ -102,3 +102,62 @@ def test_the_chart_draws_in_a_browser_under_the_csp(page, live_server, victor):
     page.wait_for_function("document.querySelector('canvas[data-chart]').chart !== undefined")
     assert page.evaluate("document.querySelector('canvas[data-chart]').chart.data.datasets.length") == 3
     assert page.evaluate("document.querySelector('canvas[data-chart]').chart.data.datasets[0].data.at(-3)") == 5
+
+
+# --- Bounce and complaint rates (campaigns.overview, from the hourly rollups) ----------------------
+
+
+def _sent(broadcast, *, sent, bounced=0, complained=0, hours_ago=1):
+    from campaigns.models import StatsBucket
+
+    hour = (timezone.now() - timedelta(hours=hours_ago)).replace(minute=0, second=0, microsecond=0)
+    StatsBucket.objects.create(scope="broadcast", scope_id=broadcast.pk, hour=hour, sent=sent, bounced=bounced,
+                               complained=complained)
+
+
+@pytest.fixture
+def sent_broadcast():
+    from tests.sending_factories import BroadcastFactory
+
+    return BroadcastFactory(name="Spring", status="sent", recipients_count=10_000, sent_count=10_000)
+
+
+def test_rates_below_the_thresholds_are_fine(victor_client, sent_broadcast):
+    _sent(sent_broadcast, sent=10_000, bounced=100, complained=5)
+
+    html = victor_client.get("/").content.decode()
+
+    assert "0.05 %" in html and "1.00 %" in html
+    assert "Spam complaints: 5 of 10000 sent. Keep under 0.1 %; at 0.3 % Gmail and Yahoo start refusing mail." in html
+    assert html.count('<span class="badge ok">fine</span>') == 2
+    assert "callout warn" not in html.split('id="overview-rates"')[1].split("</section>")[0]
+
+
+def test_a_complaint_rate_over_a_tenth_of_a_percent_warns(victor_client, sent_broadcast):
+    _sent(sent_broadcast, sent=10_000, complained=15)
+
+    html = victor_client.get("/").content.decode()
+
+    assert '<div class="stat rate warn" id="complaint-rate">' in html
+    assert "0.15 % <span class=\"badge warn\">warning</span>" in html
+    assert "Close to the mailbox providers' limits." in html
+
+
+def test_a_complaint_rate_from_three_tenths_of_a_percent_is_danger(victor_client, sent_broadcast):
+    _sent(sent_broadcast, sent=10_000, complained=30, bounced=600)
+
+    html = victor_client.get("/").content.decode()
+
+    assert '<div class="stat rate danger" id="complaint-rate">' in html
+    assert '<div class="stat rate danger" id="bounce-rate">' in html
+    assert "Mailbox providers are likely to block your mail." in html
+    # the broadcast's own row flags it too
+    assert '<span class="badge danger">0.3 %</span>' in html
+
+
+def test_rates_count_only_the_last_thirty_days(victor_client, sent_broadcast):
+    _sent(sent_broadcast, sent=1_000, complained=900, hours_ago=24 * 31)
+
+    html = victor_client.get("/").content.decode()
+
+    assert "Nothing sent in the last 30 days." in html
