@@ -357,10 +357,13 @@ def test_an_unused_sender_is_deleted(alice_client):
     assert not SenderIdentity.objects.exists()
 
 
-def test_navigation_shows_settings_and_sending_to_admins_only(alice_client, victor_client):
+def test_navigation_shows_settings_and_sending_to_everyone_but_only_admins_manage_them(alice_client, victor_client):
+    # Viewers read Sending and Settings (navigation since 634705f); only admins get the buttons that change them.
     assert 'href="/settings/"' in alice_client.get(reverse("home")).text
     assert 'href="/sending/"' in alice_client.get(reverse("home")).text
-    assert 'href="/settings/"' not in victor_client.get(reverse("home")).text
+    assert 'href="/settings/"' in victor_client.get(reverse("home")).text
+    assert "Add a sender" in alice_client.get(reverse("settings")).text
+    assert "Add a sender" not in victor_client.get(reverse("settings")).text
 
 
 # --- Overview ------------------------------------------------------------------------------------
