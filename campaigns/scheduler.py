@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # again this much later, instead of getting the next step ahead of it.
 HOLD_RECHECK = timedelta(minutes=1)
 ROUND_GAP = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PENDING = (Message.QUEUED, Message.RETRY, Message.SENDING)
 STALE_TEXT = "Skipped: it was due more than {days} day(s) earlier (the sequence was paused or sending stopped)."
 
@@ -105,6 +106,7 @@ class Plan:
         self._times = {}
         self._next = {}
         self._after = {}
+        self.floor = EPOCH  # where the next claim starts (see claim)
 
     def after(self, position):
         found = self._after.get(position)
@@ -150,36 +152,39 @@ class Plan:
 
 # --- Claim --------------------------------------------------------------------------------------------
 
-# One row per due enrollment, with what decides its fate, in one statement. The
-# LEFT JOINs are index probes per claimed row (subscription_unique, the suppression's
-# unique email, the tag pair, message_once_per_step_entry), so the cost does not
-# grow with the list; `leave` is why the subscriber must leave ('' to stay) and
-# `hold` whether their previous message is still pending.
+# One row per due enrollment, with what decides its fate, in one statement: `leave`
+# is why the subscriber must leave ('' to stay), `hold` whether their previous message
+# is still pending. The checks are EXISTS subqueries, so whatever the statistics say,
+# each costs an index probe per claimed row or one hash per batch: as LEFT JOINs, a
+# stale estimate of the young ledger once turned the pending check into 50 million
+# comparisons per batch (measured: 16.7 s instead of 0.2 s).
 _CLAIM = """
 SELECT e.id, e.subscriber_id, e.entry, e.position, e.next_step_id, e.next_step_at, e.last_step_at, s.time_zone,
     CASE WHEN s.status <> 'active' THEN 'blocklisted'
-         WHEN x.id IS NOT NULL THEN 'suppressed'
-         WHEN m.id IS NULL THEN 'unsubscribed'
-         WHEN t.id IS NOT NULL THEN 'exit_tag'
+         WHEN EXISTS (SELECT 1 FROM lists_suppression x WHERE x.email = lower(s.email)) THEN 'suppressed'
+         WHEN NOT EXISTS (SELECT 1 FROM lists_subscription m WHERE m.subscriber_id = e.subscriber_id
+                          AND m.mailing_list_id = %s AND m.status = 'confirmed') THEN 'unsubscribed'
+         WHEN EXISTS (SELECT 1 FROM {tag_rows} t WHERE t.subscriber_id = e.subscriber_id AND t.tag_id = %s)
+             THEN 'exit_tag'
          ELSE '' END,
-    p.id IS NOT NULL{attributes}
+    EXISTS (SELECT 1 FROM campaigns_message p WHERE p.subscriber_id = e.subscriber_id AND p.step_id = e.last_step_id
+            AND p.entry = e.entry AND p.step_id IS NOT NULL AND p.status IN ('queued', 'retry', 'sending')){attributes}
 FROM campaigns_enrollment e
 JOIN lists_subscriber s ON s.id = e.subscriber_id
-LEFT JOIN lists_subscription m
-    ON m.subscriber_id = e.subscriber_id AND m.mailing_list_id = %s AND m.status = 'confirmed'
-LEFT JOIN lists_suppression x ON x.email = lower(s.email)
-LEFT JOIN {tag_rows} t ON t.subscriber_id = e.subscriber_id AND t.tag_id = %s
-LEFT JOIN campaigns_message p
-    ON p.subscriber_id = e.subscriber_id AND p.step_id = e.last_step_id AND p.entry = e.entry
-    AND p.step_id IS NOT NULL AND p.status IN ('queued', 'retry', 'sending')
-WHERE e.sequence_id = %s AND e.status = 'active' AND e.next_step_at <= %s
+WHERE e.sequence_id = %s AND e.status = 'active' AND e.next_step_at <= %s AND e.next_step_at >= %s
 ORDER BY e.next_step_at
 LIMIT %s{lock}
 """
 
 
 def claim(plan, limit):
-    """Lock up to `limit` due enrollments of the plan's sequence (SKIP LOCKED); returns Rows."""
+    """Lock up to `limit` due enrollments of the plan's sequence (SKIP LOCKED); returns Rows.
+
+    Each batch of a pass starts where the previous one ended (`plan.floor`): the rows
+    it advanced left dead entries at the head of `enrollment_due`, which Postgres
+    cannot drop while any older snapshot is open, and walking over them again made
+    every batch slower than the last (measured: 0.2 s, then 2.9 s per 5,000 rows).
+    """
     sequence = plan.sequence
     sql = _CLAIM.format(
         attributes=", s.attributes" if plan.needs_attributes else "",
@@ -188,13 +193,17 @@ def claim(plan, limit):
     )
     now = connection.ops.adapt_datetimefield_value(plan.now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [sequence.mailing_list_id, sequence.exit_tag_id, sequence.pk, now, limit])
+        floor = connection.ops.adapt_datetimefield_value(plan.floor)
+        cursor.execute(sql, [sequence.mailing_list_id, sequence.exit_tag_id, sequence.pk, now, floor, limit])
         rows = cursor.fetchall()
     if connection.vendor != "postgresql":
         rows = [_typed(row) for row in rows]
     if plan.needs_attributes:  # JSON arrives as text (Django leaves decoding to JSONField)
         rows = [row[:-1] + (json.loads(row[-1]) if isinstance(row[-1], str) else row[-1],) for row in rows]
-    return [Row(*row) for row in rows]
+    claimed = [Row(*row) for row in rows]
+    if claimed:
+        plan.floor = claimed[-1].next_step_at
+    return claimed
 
 
 def _typed(row):
