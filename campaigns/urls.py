@@ -5,6 +5,7 @@ from . import views_hooks as rest_hooks
 from . import views_broadcasts as broadcasts
 from . import views_preview as previews
 from . import views_sending as sending
+from . import views_sequences as sequences
 from . import views_settings as senders
 from . import views_templates as templates
 
@@ -33,6 +34,25 @@ urlpatterns = [
     path("broadcasts/<int:pk>/resume/", broadcasts.broadcast_resume, name="broadcast_resume"),
     path("broadcasts/<int:pk>/cancel/", broadcasts.broadcast_cancel, name="broadcast_cancel"),
     path("broadcasts/<int:pk>/progress/", broadcasts.broadcast_progress, name="broadcast_progress"),
+    # Dashboard: sequences
+    path("sequences/", sequences.sequence_index, name="sequence_index"),
+    path("sequences/new/", sequences.sequence_create, name="sequence_create"),
+    path("sequences/<int:pk>/", sequences.sequence_detail, name="sequence_detail"),
+    path("sequences/<int:pk>/figures/", sequences.sequence_figures, name="sequence_figures"),
+    path("sequences/<int:pk>/edit/", sequences.sequence_edit, name="sequence_edit"),
+    path("sequences/<int:pk>/delete/", sequences.sequence_delete, name="sequence_delete"),
+    path("sequences/<int:pk>/enable/", sequences.sequence_enable, name="sequence_enable"),
+    path("sequences/<int:pk>/pause/", sequences.sequence_pause, name="sequence_pause"),
+    path("sequences/<int:pk>/resume/", sequences.sequence_resume, name="sequence_resume"),
+    path("sequences/<int:pk>/enroll/", sequences.sequence_enroll, name="sequence_enroll"),
+    path("sequences/<int:pk>/remove/", sequences.sequence_remove, name="sequence_remove"),
+    path("sequences/<int:pk>/steps/new/", sequences.step_create, name="step_create"),
+    path("sequences/<int:pk>/steps/preview/", sequences.step_preview, name="step_preview"),
+    path("sequences/<int:pk>/steps/test/", sequences.step_test, name="step_test"),
+    path("sequences/<int:pk>/steps/<int:step_pk>/", sequences.step_edit, name="step_edit"),
+    path("sequences/<int:pk>/steps/<int:step_pk>/move/", sequences.step_move, name="step_move"),
+    path("sequences/<int:pk>/steps/<int:step_pk>/toggle/", sequences.step_toggle, name="step_toggle"),
+    path("sequences/<int:pk>/steps/<int:step_pk>/delete/", sequences.step_delete, name="step_delete"),
     # Dashboard: templates and layouts
     path("templates/", templates.template_index, name="template_index"),
     path("templates/new/", templates.template_form, name="template_create"),
