@@ -37,6 +37,7 @@ SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", 1_000_000))
 EVENTS = int(os.environ.get("BENCH_EVENTS", 10_000_000))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 20))
 BROADCASTS = 50
+MESSAGES_PER_BROADCAST = 20_000  # the ledger under the events: 1,000,000 rows in all
 LISTS = 5
 TARGET_MS = 300
 
@@ -177,10 +178,11 @@ def _has_model(apps, app, name):
 
 
 def _seed_tracking(cursor, kind, broadcasts, backend):
-    """EVENTS rows: ledger rows (one per subscriber and broadcast), or events on a base of ledger rows."""
+    """EVENTS tracking rows: ledger rows alone (EVENTS of them, one per subscriber and broadcast), or
+    EVENTS events over a ledger of MESSAGES_PER_BROADCAST rows per broadcast, then the rollups."""
     from campaigns.models import Broadcast, Message
 
-    per_broadcast = EVENTS // len(broadcasts) if kind == "messages" else min(SUBSCRIBERS, 20_000)
+    per_broadcast = min(SUBSCRIBERS, EVENTS // len(broadcasts) if kind == "messages" else MESSAGES_PER_BROADCAST)
     started = time.perf_counter()
     for broadcast in broadcasts:
         insert_select(cursor, Message, {
@@ -189,30 +191,35 @@ def _seed_tracking(cursor, kind, broadcasts, backend):
             "attempts": "1", "next_attempt_at": "now()", "backend_id": str(backend.pk),
             "sent_at": f"now() - interval '{broadcast.pk % 60} days'", "created_at": "now()", "updated_at": "now()",
             "last_response": "CASE WHEN s.id % 500 = 0 THEN '550 5.1.1 no such user' ELSE '' END",
-        }, f"(SELECT id, email FROM lists_subscriber ORDER BY id LIMIT {min(per_broadcast, SUBSCRIBERS)}) AS s")
+        }, f"(SELECT id, email FROM lists_subscriber ORDER BY id LIMIT {per_broadcast}) AS s")
         Broadcast.objects.filter(pk=broadcast.pk).update(
             recipients_count=per_broadcast, sent_count=per_broadcast * 998 // 1000, failed_count=per_broadcast // 500)
     if kind == "events":
-        _seed_events(cursor)
+        _seed_events(cursor, broadcasts, per_broadcast)
     return time.perf_counter() - started
 
 
-def _seed_events(cursor):
-    """EVENTS event rows over the ledger rows, then the rollups recounted per broadcast."""
+def _seed_events(cursor, broadcasts, per_broadcast):
+    """EVENTS events spread over the ledger rows (whose ids are consecutive, broadcast by broadcast),
+    mostly opens, clicks and deliveries, some bounces and complaints; then each broadcast's rollups."""
     from campaigns import stats
-    from campaigns.models import Broadcast, Event, Message
+    from campaigns.models import Event, Message
 
-    kinds = ["open", "open", "click", "delivered", "delivered", "bounce", "unsubscribe", "complaint"]
-    kinds = [k for k in kinds if k in {value for value, _ in Event._meta.get_field("kind").choices}] or ["open"]
-    messages = Message._meta.db_table
+    first_message = Message.objects.order_by("pk").values_list("pk", flat=True).first()
+    total = per_broadcast * len(broadcasts)
+    kinds = ["delivered", "delivered", "open", "open", "open", "click", "open", "click", "unsubscribe", "bounce"] * 99
+    kinds += ["complaint"] * 10  # 1 in 1,000: over the 0.1 % line, as a warning on the overview
+    kinds_sql = "ARRAY[" + ",".join(f"'{k}'" for k in kinds) + "]"
+    offset = "(n % {total})".format(total=total)
     insert_select(cursor, Event, {
-        "kind": f"(ARRAY{kinds!r})[1 + n % {len(kinds)}]".replace('"', "'"),
-        "message_id": f"(SELECT min(id) FROM {messages}) + n % (SELECT count(*) FROM {messages})",
-        "at": "now() - (n % 2160) * interval '1 hour'",
-        "uid": "md5(n::text)::uuid" if Event._meta.get_field("uid").get_internal_type() == "UUIDField" else "md5(n::text)",
+        "uid": "md5('bench' || n)::uuid", "kind": f"({kinds_sql})[1 + n % {len(kinds)}]",
+        "message_id": f"{first_message} + {offset}", "scope": "'broadcast'",
+        "scope_id": f"{broadcasts[0].pk} + {offset} / {per_broadcast}",
+        "is_machine": "n % 50 = 0", "source": "'pixel'", "detail": "''",
+        "created_at": "now() - (n % 1440) * interval '1 hour'",
     }, f"generate_series(1, {EVENTS}) AS n")
-    for broadcast in Broadcast.objects.all():
-        stats.rebuild("broadcast", broadcast.pk)
+    for broadcast in broadcasts:
+        stats.rebuild(stats.BROADCAST, broadcast.pk)
 
 
 # --- The pages ---------------------------------------------------------------------------------
