@@ -82,21 +82,28 @@ def user_detail(request, pk):
     })
 
 
+def _change(request, pk, change, done):
+    """Apply `change` to the user; a refusal (accounts.AccountError) is shown, never an error page."""
+    member = _member(pk)
+    try:
+        change(member)
+    except accounts.AccountError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done(member))
+    return redirect("user_detail", pk=pk)
+
+
 @role_required("owner")
 @require_POST
 def user_role(request, pk):
-    member = _member(pk)
     form = RoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose one of the four roles.")
         return redirect("user_detail", pk=pk)
-    try:
-        accounts.change_role(member, form.cleaned_data["role"])
-    except accounts.AccountError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{member.get_username()} is now {form.cleaned_data['role']}.")
-    return redirect("user_detail", pk=pk)
+    role = form.cleaned_data["role"]
+    return _change(request, pk, lambda member: accounts.change_role(member, role),
+                   lambda member: f"{member.get_username()} is now {role}.")
 
 
 @role_required("owner")
@@ -113,23 +120,14 @@ def user_access(request, pk):
 @role_required("owner")
 @require_POST
 def user_deactivate(request, pk):
-    member = _member(pk)
-    try:
-        accounts.deactivate(member, by=request.user)
-    except accounts.AccountError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{member.get_username()} can no longer sign in. Their API token stopped working too.")
-    return redirect("user_detail", pk=pk)
+    return _change(request, pk, lambda member: accounts.deactivate(member, by=request.user),
+                   lambda member: f"{member.get_username()} can no longer sign in. Their API token stopped working too.")
 
 
 @role_required("owner")
 @require_POST
 def user_activate(request, pk):
-    member = _member(pk)
-    accounts.activate(member)
-    messages.success(request, f"{member.get_username()} can sign in again.")
-    return redirect("user_detail", pk=pk)
+    return _change(request, pk, accounts.activate, lambda member: f"{member.get_username()} can sign in again.")
 
 
 @role_required("owner")
