@@ -15,11 +15,16 @@ Django ValidationError from a model's clean(), a BroadcastError, …) becomes a
 
 import hashlib
 import time
+from datetime import timezone as dt_timezone
+
+import django_filters
+from django import forms
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.forms.models import model_to_dict
 from django.db.models import ProtectedError
 from django.http import Http404
+from django.utils import timezone
 from rest_framework import exceptions, pagination, permissions, serializers, throttling
 from rest_framework.settings import api_settings
 
@@ -231,3 +236,24 @@ def document_errors(result, generator, request, public):
                 responses.setdefault(code, {"description": description,
                                             "content": {"application/json": {"schema": schema}}})
     return result
+
+
+# --- Filters ------------------------------------------------------------------------------
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """An ISO 8601 time, converted to UTC: Postgres refuses offsets beyond ±15:59 (an API
+    client may send +20:18), and times near year 1 or 9999 must not overflow."""
+
+    def to_python(self, value):
+        moment = django_filters.fields.IsoDateTimeField().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(dt_timezone.utc) if timezone.is_aware(moment) else timezone.make_aware(moment)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("This time is out of range.", code="invalid") from None
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField

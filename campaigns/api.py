@@ -19,7 +19,7 @@ from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from autoresponder.api_base import DomainError
+from autoresponder.api_base import DomainError, UTCDateTimeFilter
 
 from . import backends as transports
 from . import broadcasts as service
@@ -86,8 +86,8 @@ class TemplateViewSet(viewsets.ModelViewSet):
 
 class BroadcastFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Broadcast
@@ -217,8 +217,8 @@ class BackendViewSet(viewsets.ModelViewSet):
 
 class EventFilter(django_filters.FilterSet):
     kind = django_filters.MultipleChoiceFilter(choices=Event.KIND_CHOICES, help_text="One or more event types.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     broadcast = django_filters.NumberFilter(method="in_broadcast", help_text="Broadcast id.")
     step = django_filters.NumberFilter(method="in_step", help_text="Sequence step id.")
     subscriber = django_filters.NumberFilter(field_name="message__subscriber_id", help_text="Subscriber id.")

@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from autoresponder.api_base import DomainError
+from autoresponder.api_base import DomainError, UTCDateTimeFilter
 
 from . import bulk, services
 from .api_serializers import (
@@ -91,8 +91,8 @@ class SubscriberFilter(django_filters.FilterSet):
                   "status on any list.")
     tag = django_filters.NumberFilter(method="noop", help_text="Tag id.")
     segment = django_filters.NumberFilter(method="noop", help_text="Segment id.")
-    created_after = django_filters.IsoDateTimeFilter(method="noop")
-    created_before = django_filters.IsoDateTimeFilter(method="noop")
+    created_after = UTCDateTimeFilter(method="noop")
+    created_before = UTCDateTimeFilter(method="noop")
 
     class Meta:
         model = Subscriber
