@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from autoresponder.overview import subscriber_sections
 from autoresponder.roles import has_role, role_required
 
 from . import services
@@ -231,6 +232,7 @@ def subscriber_detail(request, pk):
         suppression=Suppression.objects.filter(email=subscriber.email.lower()).first(),
         is_erased=_is_erased(subscriber),
         attributes_json=json.dumps(subscriber.attributes, indent=2, ensure_ascii=False),
+        sections=subscriber_sections(request, subscriber),
     ))
 
 
