@@ -147,3 +147,6 @@ class LinkAdmin(admin.ModelAdmin):
     search_fields = ("url",)
     list_filter = ("created_at",)
     readonly_fields = ("url", "url_hash", "created_at")
+
+
+from . import admin_hooks  # noqa: E402,F401  (REST hooks, in their own module)
