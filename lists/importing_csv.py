@@ -57,10 +57,6 @@ FAST_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{
 BAD_CHARACTER = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
 
 
-# One encoder for all rows: json.dumps() with options builds a new one per call, a third of the time.
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 class CSVFileError(ValueError):
     """A file that cannot be imported at all; the message says what to do."""
 
@@ -215,7 +211,7 @@ def parse_map_options(options):
 
 
 class RowReader:
-    """Iterates over the valid rows of a CSV file as (line, email, name, time_zone, attributes JSON).
+    """Iterates over the valid rows of a CSV file as (line, email, name, time_zone, attribute values).
 
     Invalid rows are counted and collected in `.problems` as (line, email, reason);
     the caller drains that list as it goes. Blank lines are not rows. `line` is the
@@ -232,7 +228,11 @@ class RowReader:
         self.email_at = next(n for n, t in targets if t == "email")
         self.name_at = [n for n, t in sorted(targets) if t == "name"]
         self.time_zone_at = next((n for n, t in targets if t == "time_zone"), None)
-        self.attributes_at = [(n, t[len(ATTRIBUTE_PREFIX):]) for n, t in targets if _is_attribute(t)]
+        attributes = [(n, t[len(ATTRIBUTE_PREFIX):]) for n, t in targets if _is_attribute(t)]
+        self.attribute_columns = [n for n, _ in attributes]
+        self.attribute_keys = [key for _, key in attributes]
+        # JSON's share of the size besides the values ({"key": "", …}); a character may take 12 (\uXXXX\uXXXX).
+        self.attributes_overhead = sum(len(key) + 8 for key in self.attribute_keys) + 2
         self.path, self.rows, self.invalid, self.problems = path, 0, 0, []
         self._raw, self._end = None, 0
 
@@ -281,7 +281,7 @@ class RowReader:
         self.problems.append((line, email, reason))
 
     def check(self, row):
-        """(email, name, time_zone, attributes JSON) for a valid row, else the reason it is invalid."""
+        """(email, name, time_zone, attribute values) for a valid row, else the reason it is invalid."""
         try:
             return self._check(row)
         except _Invalid as exc:
@@ -300,19 +300,23 @@ class RowReader:
         return _email(row[self.email_at]), name, _time_zone(time_zone), self._attributes(row)
 
     def _attributes(self, row):
-        values = {}
-        for n, key in self.attributes_at:
-            value = row[n].replace("\t", " ").strip()
+        """The attribute cells, trimmed, in the order of attribute_keys ("" for an empty cell)."""
+        values = tuple(row[n].replace("\t", " ").strip() for n in self.attribute_columns)
+        size = sum(map(len, values))
+        if size > MAX_ATTRIBUTE_VALUE or size * 12 + self.attributes_overhead > MAX_ATTRIBUTES_JSON:
+            self._check_attribute_sizes(values)  # rare: long values, checked exactly
+        return values
+
+    def _check_attribute_sizes(self, values):
+        for key, value in zip(self.attribute_keys, values):
             if len(value) > MAX_ATTRIBUTE_VALUE:
                 raise _Invalid(f"value of “{key}” too long (more than {MAX_ATTRIBUTE_VALUE} characters)")
-            if value:
-                values[key] = value
-        if not values:
-            return ""
-        encoded = _to_json(values)
-        if len(encoded) > MAX_ATTRIBUTES_JSON:
+        if len(json.dumps(self.attributes(values))) > MAX_ATTRIBUTES_JSON:  # as lists.validation measures
             raise _Invalid("attributes too large (more than 16 KB)")
-        return encoded
+
+    def attributes(self, values):
+        """A row's attribute values as the dict a subscriber stores (empty cells left out)."""
+        return {key: value for key, value in zip(self.attribute_keys, values) if value}
 
 
 class _Invalid(Exception):

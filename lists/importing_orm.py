@@ -6,7 +6,6 @@ seen in the file to spot duplicates (about 100 bytes each), which suits the
 lists an embedded database holds; Postgres keeps that work in the database.
 """
 
-import json
 from itertools import islice
 
 from django.db import transaction
@@ -21,7 +20,7 @@ BATCH_ROWS = 500
 
 def run(job, reader, *, details, report, on_chunk, finish):
     """Import batch by batch (see lists.importing.run_import for the arguments)."""
-    batcher = _Batcher(job, details)
+    batcher = _Batcher(job, details, reader)
     rows = iter(reader)
     while batch := list(islice(rows, BATCH_ROWS)):
         with transaction.atomic():
@@ -37,8 +36,8 @@ def run(job, reader, *, details, report, on_chunk, finish):
 class _Batcher:
     """Applies batches of checked rows and keeps the running (created, updated, skipped) totals."""
 
-    def __init__(self, job, details):
-        self.job, self.details = job, details
+    def __init__(self, job, details, reader):
+        self.job, self.details, self.reader = job, details, reader
         self.seen = {}  # lower-cased address -> line of its first row
         self.digests = ErasedAddress.objects.exists()
         self.totals = [0, 0, 0]
@@ -99,8 +98,8 @@ class _Batcher:
 
     def _write_subscribers(self, rows):
         new, changed, subscribers = [], [], []
-        for line, email, name, time_zone, attributes in rows:
-            attributes = _json(attributes)
+        for line, email, name, time_zone, values in rows:
+            attributes = self.reader.attributes(values)
             subscriber = self.existing.get(email.lower())
             if subscriber is None:
                 subscriber = Subscriber(email=email, name=name, time_zone=time_zone, attributes=attributes)
@@ -206,7 +205,3 @@ def _not_unsubscribed_reason(subscriber, memberships, job):
     if memberships:
         return "already unsubscribed"
     return "not on this list" if job.mailing_list_id else "not on any list"
-
-
-def _json(text):
-    return json.loads(text) if text else {}

@@ -313,6 +313,30 @@ def test_invalid_rows_are_reported_by_line_and_valid_rows_still_import(write_csv
     ]
 
 
+def test_backslashes_and_quotes_survive_the_copy(write_csv, newsletter, engine):
+    job = import_file(write_csv('email,name,path\nada@example.org,"Ada \\ ""Countess""",C:\\data\\n\n'),
+                      newsletter, engine, confirmed=True)
+
+    assert job.created == 1
+    ada = Subscriber.objects.get()
+    assert (ada.name, ada.attributes) == ('Ada \\ "Countess"', {"path": "C:\\data\\n"})
+
+
+def test_attribute_values_and_their_total_size_are_limited(write_csv, newsletter, engine):
+    columns = [f"c{n}" for n in range(20)]
+    wide = ",".join(["x" * 900] * 20)
+    path = write_csv("email," + ",".join(columns) + "\n"
+                     f"wide@example.org,{wide}\n"
+                     "long@example.org," + "y" * 1001 + ",," * 9 + ",\n"
+                     "ok@example.org," + ",".join(["z" * 500] * 20) + "\n")
+
+    job = import_file(path, newsletter, engine, confirmed=True)
+
+    assert problems(job) == [(2, "attributes too large (more than 16 KB)"),
+                             (3, "value of “c0” too long (more than 1000 characters)")]
+    assert len(Subscriber.objects.get().attributes) == 20
+
+
 def test_the_problem_report_escapes_formulas(write_csv, newsletter, engine):
     job = import_file(write_csv("email\n=HYPERLINK(\"x\")\n"), newsletter, engine)
 
