@@ -14,9 +14,10 @@ class HookAdmin(admin.ModelAdmin):
     list_display = ("event", "target", "owner", "is_active", "consecutive_failures", "last_success_at", "disabled_at")
     list_filter = ("event", "is_active")
     search_fields = ("target", "owner__username", "disabled_reason")
-    readonly_fields = ("consecutive_failures", "last_success_at", "last_failure_at", "disabled_at", "disabled_reason",
-                       "created_at", "updated_at")
-    fields = ("event", "target", "owner", "is_active", *readonly_fields)
+    # The target is checked against SSRF when subscribed (campaigns.hooks.subscribe): not edited here.
+    readonly_fields = ("event", "target", "owner", "consecutive_failures", "last_success_at", "last_failure_at",
+                       "disabled_at", "disabled_reason", "created_at", "updated_at")
+    fields = ("is_active", *readonly_fields)
     actions = ("enable_hooks", "disable_hooks")
 
     def has_add_permission(self, request):
