@@ -10,12 +10,14 @@ and the console stays clean (tests.browser fails the test on any console error,
 CSP violations included).
 """
 
+import uuid
+
 import pytest
 from django.core import mail
 from django.utils import timezone
 
 from autoresponder.outbox import OutboxBackend
-from campaigns.models import Layout, Template
+from campaigns.models import Event, Layout, Link, Message, Template
 from lists.models import ImportJob, MailingList, Segment, Subscriber, Subscription, Tag
 from tests.browser import sign_in
 from tests.conftest import PASSWORD
@@ -44,6 +46,13 @@ def poisoned(alice):
     backend = SMTPBackendFactory(name=SHORT, last_error=PAYLOAD, last_error_at=timezone.now())
     broadcast = BroadcastFactory(name=PAYLOAD, subject=PAYLOAD, sender=sender, lists=[mailing_list],
                                  status="sent", recipients_count=1, sent_count=1)
+    message = Message.objects.create(broadcast=broadcast, subscriber=subscriber, email=subscriber.email,
+                                     status=Message.FAILED, next_attempt_at=timezone.now(), last_response=PAYLOAD)
+    link = Link.objects.create(url=f"https://shop.example/?q={PAYLOAD}", url_hash="f" * 64)
+    Event.objects.create(uid=uuid.uuid4(), kind=Event.CLICK, message=message, scope="broadcast",
+                         scope_id=broadcast.pk, link=link, created_at=timezone.now())
+    Event.objects.create(uid=uuid.uuid4(), kind=Event.BOUNCE, message=message, scope="broadcast",
+                         scope_id=broadcast.pk, detail=PAYLOAD, created_at=timezone.now())
     job = ImportJob.objects.create(mailing_list=mailing_list, file="x.csv", original_name=PAYLOAD,
                                    status=ImportJob.DONE, errors=[{"line": 2, "reason": PAYLOAD}])
     OutboxBackend().send_messages([mail.EmailMessage(PAYLOAD, PAYLOAD, "a@example.org", ["b@example.org"])])
