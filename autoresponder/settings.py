@@ -336,6 +336,13 @@ if BOUNCE_MAILBOX_URL and urlsplit(BOUNCE_MAILBOX_URL).scheme not in ("imap", "i
     fail("BOUNCE_MAILBOX_URL must start with one of: imaps://, imap://, pop3s://, pop3:// "
          "(e.g. imaps://user:password@mail.example.com:993/INBOX)")
 BOUNCE_MAILBOX_SECONDS = env_int("BOUNCE_MAILBOX_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["campaigns-drain-events"] = {
+    "task": "campaigns.drain_events", "schedule": float(TRACKING_DRAIN_SECONDS),
+}
+if BOUNCE_MAILBOX_URL:
+    CELERY_BEAT_SCHEDULE["campaigns-read-bounces"] = {
+        "task": "campaigns.read_bounce_mailbox", "schedule": float(BOUNCE_MAILBOX_SECONDS),
+    }
 
 # Key for secrets stored in the database (backend credentials, DKIM keys). Derived
 # from SECRET_KEY unless set; changing it makes stored secrets unreadable.

@@ -41,6 +41,8 @@ urlpatterns = [
     path("outbox/<str:name>/", views.outbox_detail, name="outbox_detail"),
     path("outbox/<str:name>/html/", views.outbox_html, name="outbox_html"),
     path("healthz", views.healthz, name="healthz"),
+    # ESP tracking webhooks (django-anymail; events land in campaigns.webhooks).
+    path("webhooks/anymail/", include("anymail.urls")),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
     path("admin/", admin.site.urls),
     path("api/", include("autoresponder.api")),

@@ -12,3 +12,5 @@ class CampaignsConfig(AppConfig):
         from .hooks import listen_to_lists
 
         listen_to_lists()
+        # ESP webhooks: connects the receiver of anymail's `tracking` signal.
+        from . import webhooks  # noqa: F401

@@ -67,6 +67,13 @@ class Envelope:
     headers: dict = field(default_factory=dict)
     tags: list = field(default_factory=list)
     raw: bytes = b""
+    # SMTP envelope sender (MAIL FROM): the message's signed bounce address when
+    # BOUNCE_DOMAIN is set (campaigns.inbound.return_path), else from_email.
+    return_path: str = ""
+
+    @property
+    def mail_from(self):
+        return self.return_path or self.from_email
 
 
 def classify(code, text, *, stage="data"):
@@ -221,10 +228,10 @@ class SMTPTransport:
     def _start(self, envelope):
         """MAIL, RCPT, DATA for `envelope`: pipelined in one write when offered, else one by one."""
         if self.pipelining:
-            self.conn.send(self._commands(envelope.from_email, envelope.to_email))
+            self.conn.send(self._commands(envelope.mail_from, envelope.to_email))
             return self._replies(3)
         replies = []
-        for command in self._commands(envelope.from_email, envelope.to_email).decode().split("\r\n")[:3]:
+        for command in self._commands(envelope.mail_from, envelope.to_email).decode().split("\r\n")[:3]:
             replies.append(self.conn.docmd(command))
             if replies[-1][0] >= 400:
                 break

@@ -329,6 +329,7 @@ def ingest(records):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         new = _insert(records)
         _roll_up(new)
+        _announce(new)
     return new
 
 
@@ -522,3 +523,46 @@ def _upsert(model, keys, counters, changes):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
+
+# --- REST hooks ---------------------------------------------------------------------------------------
+
+_HOOK_EVENTS = {
+    Event.BOUNCE: "message.bounced", Event.COMPLAINT: "message.complained",
+    Event.OPEN: "message.opened", Event.CLICK: "message.clicked",
+}
+
+
+def _announce(new):
+    """Queue REST hook deliveries (campaigns.hooks) for new hard bounces, complaints and human
+    opens and clicks, in the same transaction as the events. Only when a hook wants the event
+    (a cached check), and never for aggregate-only opens and clicks: they name nobody."""
+    from . import hooks
+
+    wanted = defaultdict(list)
+    for r in new:
+        name = _HOOK_EVENTS.get(r.kind)
+        if name and r.message_pk and not r.is_machine and hooks.wanted(name):
+            wanted[name].append(r)
+    if not wanted:
+        return
+    pks = {r.message_pk for records in wanted.values() for r in records}
+    fields = ["pk", "email", "subscriber_id", "broadcast_id"] + (["step_id"] if _has_steps() else [])
+    messages = {row["pk"]: row for row in Message.objects.filter(pk__in=pks).values(*fields)}
+    link_pks = {r.link_pk for r in wanted.get("message.clicked", ()) if r.link_pk}
+    urls = dict(Link.objects.filter(pk__in=link_pks).values_list("pk", "url")) if link_pks else {}
+    for name, records in wanted.items():
+        hooks.emit_many(name, [_hook_payload(r, messages.get(r.message_pk, {}), urls) for r in records])
+
+
+def _hook_payload(r, message, urls):
+    payload = {
+        "message": {"id": r.message_pk, "email": message.get("email"), "broadcast_id": message.get("broadcast_id"),
+                    "step_id": message.get("step_id")},
+        "subscriber": {"id": message.get("subscriber_id"), "email": message.get("email")},
+        "at": r.at.isoformat(),
+    }
+    if r.kind == Event.CLICK:
+        payload["url"] = urls.get(r.link_pk)
+    if r.kind in (Event.BOUNCE, Event.COMPLAINT):
+        payload["detail"] = r.detail
+    return payload

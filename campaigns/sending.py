@@ -22,10 +22,10 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import backends, ledger, ratelimit
+from . import backends, ledger, ratelimit, stats
 from . import composing
 from .composing import Job, NotSendable
-from .models import Backend, Broadcast, Message
+from .models import Backend, Broadcast, Event, Message
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +257,14 @@ class Batch:
             self._retry(row, outcome, message_id)
         elif outcome.kind == backends.BOUNCE:
             self._record(row, Message.FAILED, outcome.response, message_id)
-            _suppress(row["email"], outcome.response)
+            _feedback(row, Event.BOUNCE, outcome.response)
         else:
             self._record(row, Message.FAILED, outcome.response, message_id)
             if outcome.kind == backends.POLICY:
                 self._policy_rejection(row, outcome.response)
+            elif self.backend.kind == Backend.SMTP and not outcome.network:
+                # A 5xx other than 5.1.x (mailbox full, too big…): the address may recover.
+                _feedback(row, Event.SOFT_BOUNCE, outcome.response)
         if self.network_streak >= FAILOVER_AFTER:
             backend_failed(self.backend, outcome.response)
             self.stop = True
@@ -273,8 +276,12 @@ class Batch:
         if next_at - first > self.backend.give_up_after:
             text = f"Gave up after {attempt} attempts: {outcome.response}"
             self._record(row, Message.FAILED, text, message_id)
+            if self.backend.kind == Backend.SMTP:
+                _feedback(row, Event.SOFT_BOUNCE, text)
         else:
             self._record(row, Message.RETRY, outcome.response, message_id, next_attempt_at=next_at)
+            if self.backend.kind == Backend.SMTP and not outcome.network:  # the server answered 4xx
+                _feedback(row, Event.DEFERRED, outcome.response, attempt=attempt)
 
     def _policy_rejection(self, row, response):
         self.policy_streak.append(row["pk"])
@@ -312,10 +319,14 @@ class Batch:
             self.stop = True
 
 
-def _suppress(email, response):
-    from lists.services import suppress
+def _feedback(row, kind, response, *, attempt=0):
+    """A bounce, soft bounce or deferral from the server's reply: an event, and the bounce
+    policy (campaigns.policy) decides whether the address is suppressed."""
+    from . import events, policy
 
-    suppress(email, reason="hard_bounce", detail=response)
+    message = Message(pk=row["pk"], email=row["email"], subscriber_id=row["subscriber_id"])
+    policy.feedback(kind, message=message, uid=events.event_uid("smtp", row["pk"], kind, attempt),
+                    source="smtp", detail=response)
 
 
 def batch_limit(backend):
@@ -345,6 +356,7 @@ def send_batch(broadcast_id, *, token=None):
             _send_rows(broadcast, backend, rows, token, result)
     finally:
         ledger.add_counts(broadcast_id, result.counts)
+    stats.add_sent(Event.BROADCAST, broadcast_id, result.counts[Message.SENT])
     return result
 
 

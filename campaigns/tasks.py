@@ -79,3 +79,28 @@ def send_step_slot(step_id, slot):
 
     if step_sending.run_slot(step_id, slot):
         send_step_slot.delay(step_id, slot)
+
+
+@shared_task(name="campaigns.drain_events", ignore_result=True)
+def drain_events():
+    """Beat, every TRACKING_DRAIN_SECONDS: move buffered opens and clicks into Postgres (campaigns.events)."""
+    from . import events
+
+    events.drain()
+
+
+@shared_task(name="campaigns.read_bounce_mailbox", ignore_result=True)
+def read_bounce_mailbox():
+    """Beat, every BOUNCE_MAILBOX_SECONDS: bounces, complaints and mailto unsubscribes (campaigns.inbound).
+    One reader at a time; a pass that outlives the lock only means some mail is read twice (harmless)."""
+    from django.core.cache import cache
+
+    from . import inbound
+
+    if not cache.add("campaigns:bounce-mailbox", 1, timeout=600):
+        return
+    try:
+        inbound.read_mailbox()
+    finally:
+        cache.delete("campaigns:bounce-mailbox")
+

@@ -11,8 +11,10 @@ The public per-message endpoints, named by signed tokens (campaigns.tokens):
 - `/o/<token>.gif`: the open pixel; always the GIF, whatever the token.
 - `/v/<token>`: the message in a browser ("view in browser").
 
-Recording opens and clicks as events belongs to the tracking work; `seen()`
-is the one place that will do it.
+Opens and clicks are recorded by `seen()` (campaigns.events: buffered in Redis,
+drained into Postgres in batches); HEAD requests are answered and flagged as
+machines. The busiest two, the pixel and the redirect, are usually answered by
+campaigns.fastpath in front of Django, with the same results.
 """
 
 import base64
@@ -59,9 +61,23 @@ def unsubscribe_recipient(message, *, ip=None, reason="Unsubscribe link"):
     return sum(unsubscribe(message.subscriber, each, reason=reason, ip=ip) for each in lists)
 
 
-def seen(kind, message_pk, link_pk=None):
-    """An open or a click happened; the tracking work stores it as an event here."""
-    log.debug("%s: message %s link %s", kind, message_pk, link_pk)
+def seen(kind, message_pk, link_pk=None, *, request=None):
+    """An open or a click happened: record it (never raises; the answer goes out regardless)."""
+    from . import events
+
+    try:
+        events.hit(kind, message_pk, link_pk, head=request is not None and request.method == "HEAD",
+                   user_agent=request.headers.get("User-Agent", "") if request is not None else "")
+    except Exception:  # noqa: BLE001 - the pixel and the redirect never fail because recording did
+        log.exception("Could not record a %s of message %s.", kind, message_pk)
+
+
+def _record_unsubscribe(message, *, source):
+    """One unsubscribe event per message, however many times and ways it is asked for."""
+    from . import events
+    from .models import Event
+
+    events.record(Event.UNSUBSCRIBE, message.pk, uid=events.event_uid("unsubscribe", message.pk), source=source)
 
 
 # --- Views -----------------------------------------------------------------------------------
@@ -92,7 +108,8 @@ def unsubscribe(request, token):
     if request.method == "POST":
         one_click = request.POST.get("List-Unsubscribe") == "One-Click"
         reason = "One-click unsubscribe (List-Unsubscribe-Post)" if one_click else "Unsubscribe page"
-        unsubscribe_recipient(message, ip=ratelimit.client_ip(request), reason=reason)
+        if unsubscribe_recipient(message, ip=ratelimit.client_ip(request), reason=reason):
+            _record_unsubscribe(message, source="one-click" if one_click else "page")
         return _uncached(render(request, "campaigns/public/unsubscribed.html", context))
     return _uncached(render(request, "campaigns/public/unsubscribe.html", context))
 
@@ -111,21 +128,21 @@ def _uncached(response):
     return response
 
 
-@require_GET
+@require_http_methods(["GET", "HEAD"])
 def click(request, token):
     values = _values(composing.CLICK, token, 2)
     url = Link.objects.filter(pk=values[1]).values_list("url", flat=True).first() if values else None
     if url is None:
         raise Http404("Unknown link")
-    seen("click", *values)
+    seen("click", *values, request=request)
     return _uncached(HttpResponseRedirect(url))
 
 
-@require_GET
+@require_http_methods(["GET", "HEAD"])
 def open_pixel(request, token):
     values = _values(composing.OPEN, token, 1)
     if values:
-        seen("open", values[0])
+        seen("open", values[0], request=request)
     return _uncached(HttpResponse(PIXEL, content_type="image/gif"))
 
 
