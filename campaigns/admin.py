@@ -4,7 +4,10 @@ from django import forms
 from django.contrib import admin, messages
 
 from . import backends, broadcasts
-from .models import Backend, Broadcast, Layout, Link, Message, SenderIdentity, Template
+from .models import (
+    Backend, BouncePolicy, Broadcast, Event, Layout, Link, LinkStats, Message, SenderIdentity,
+    StatsBucket, Template,
+)
 
 SECRET_FIELDS = ("password", "api_key", "api_secret", "dkim_private_key")
 
@@ -147,6 +150,84 @@ class LinkAdmin(admin.ModelAdmin):
     search_fields = ("url",)
     list_filter = ("created_at",)
     readonly_fields = ("url", "url_hash", "created_at")
+
+# --- Tracking and the feedback loop (campaigns.events, campaigns.stats, campaigns.policy) --------------
+
+
+class ScopeRecountMixin:
+    """Admin action shared by the event and rollup admins: recount the figures from the events."""
+
+    @admin.action(description="Recount the statistics of the selected rows' broadcasts and steps from their events")
+    def recount(self, request, queryset):
+        from . import stats
+
+        scopes = set(queryset.exclude(scope="").exclude(scope_id=None).values_list("scope", "scope_id").distinct())
+        for scope, scope_id in sorted(scopes):
+            stats.rebuild(scope, scope_id)
+        self.message_user(request, f"Recounted {len(scopes)} broadcast(s) and step(s).", messages.SUCCESS)
+
+
+@admin.register(Event)
+class EventAdmin(ScopeRecountMixin, admin.ModelAdmin):
+    list_display = ("created_at", "kind", "message", "scope", "scope_id", "link", "is_machine", "source")
+    list_filter = ("kind", "is_machine", "scope", "source")
+    search_fields = ("=message__email", "=scope_id", "detail", "=uid")
+    list_select_related = ("message", "link")
+    raw_id_fields = ("message", "link")
+    readonly_fields = [f.name for f in Event._meta.fields]
+    # Millions of rows: no exact COUNT(*) on every page.
+    show_full_result_count = False
+    actions = ["recount"]
+
+    def has_add_permission(self, request):
+        return False  # events are records of what happened, written by campaigns.events
+
+
+@admin.register(StatsBucket)
+class StatsBucketAdmin(ScopeRecountMixin, admin.ModelAdmin):
+    list_display = ("scope", "scope_id", "hour", "sent", "delivered", "bounced", "soft_bounced", "complained",
+                    "unsubscribed", "opens", "unique_opens", "clicks", "unique_clicks")
+    list_filter = ("scope",)
+    search_fields = ("=scope_id",)
+    readonly_fields = [f.name for f in StatsBucket._meta.fields]
+    actions = ["recount"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(LinkStats)
+class LinkStatsAdmin(ScopeRecountMixin, admin.ModelAdmin):
+    list_display = ("link", "scope", "scope_id", "clicks", "unique_clicks", "machine_clicks")
+    list_filter = ("scope",)
+    search_fields = ("link__url", "=scope_id")
+    list_select_related = ("link",)
+    readonly_fields = [f.name for f in LinkStats._meta.fields]
+    actions = ["recount"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BouncePolicy)
+class BouncePolicyAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "hard_bounce_suppresses", "soft_bounce_limit", "soft_bounce_days",
+                    "complaint_unsubscribes", "complaint_suppresses", "updated_at")
+    list_filter = ("hard_bounce_suppresses", "complaint_unsubscribes", "complaint_suppresses")
+    search_fields = ("=soft_bounce_limit",)
+    actions = ["reset_to_defaults"]
+
+    def has_add_permission(self, request):
+        return not BouncePolicy.objects.exists()  # one policy for the installation
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Reset to the defaults (suppress hard bounces, 3 soft bounces in 15 days, complaints)")
+    def reset_to_defaults(self, request, queryset):
+        defaults = {f.name: f.default for f in BouncePolicy._meta.fields if f.name not in ("id", "updated_at")}
+        changed = queryset.update(**defaults)
+        self.message_user(request, f"{changed} policy reset to the defaults.", messages.SUCCESS)
 
 
 from . import admin_hooks  # noqa: E402,F401  (REST hooks, in their own module)

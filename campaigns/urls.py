@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import tracking
+from . import tracking, views_policy
 from . import views_hooks as rest_hooks
 from . import views_broadcasts as broadcasts
 from . import views_preview as previews
@@ -80,6 +80,7 @@ urlpatterns = [
     path("sending/<int:pk>/toggle/", sending.backend_toggle, name="backend_toggle"),
     path("sending/<int:pk>/delete/", sending.backend_delete, name="backend_delete"),
     # Dashboard: sender identities (listed on the settings page, `settings` in urls_global.py)
+    path("settings/bounces/", views_policy.bounce_policy, name="bounce_policy"),
     path("settings/senders/new/", senders.sender_form, name="sender_create"),
     path("settings/senders/<int:pk>/edit/", senders.sender_form, name="sender_edit"),
     path("settings/senders/<int:pk>/delete/", senders.sender_delete, name="sender_delete"),
