@@ -121,3 +121,24 @@ def test_exports_are_rate_limited_per_user(victor_client, newsletter):
 def test_export_of_an_unknown_list_is_404(victor_client):
     assert victor_client.get(reverse("lists:export_list", args=[999999])).status_code == 404
     assert Subscriber.objects.count() == 0
+
+
+def test_export_command_writes_a_list_or_a_search(tmp_path, newsletter):
+    from django.core.management import CommandError, call_command
+
+    SubscriptionFactory(subscriber__email="ada@example.org", subscriber__name="+Ada", mailing_list=newsletter)
+    SubscriberFactory(email="grace@example.org", status=Subscriber.BLOCKLISTED)
+    target = tmp_path / "out.csv"
+
+    call_command("export_subscribers", "--list", str(newsletter.pk), "--output", str(target))
+    rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8")[len(BOM):])))
+    assert [r[:4] for r in rows] == [["email", "name", "time_zone", "subscription_status"],
+                                     ["ada@example.org", "'+Ada", "", "confirmed"]]
+
+    call_command("export_subscribers", "--status", "blocklisted", "--output", str(target))
+    assert [r[0] for r in csv.reader(io.StringIO(target.read_text(encoding="utf-8")[len(BOM):]))] == [
+        "email", "grace@example.org"]
+    with pytest.raises(CommandError, match="There is no list with id 999999."):
+        call_command("export_subscribers", "--list", "999999")
+    with pytest.raises(CommandError, match="Unknown status 'gone'"):
+        call_command("export_subscribers", "--status", "gone")
