@@ -182,7 +182,8 @@ class Dovecot:
         conn = self.imap()
         try:
             for folder in ("INBOX", "Processed"):
-                if conn.select(folder)[0] == "OK":
+                status, data = conn.select(folder)
+                if status == "OK" and int(data[0]) > 0:
                     conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
                     conn.expunge()
         finally:
