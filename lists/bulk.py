@@ -1,37 +1,44 @@
 """
 Bulk upsert of subscribers (the REST API's POST /api/v1/subscribers/bulk/): up
-to 10,000 in one call, written set-based by the CSV import's own engines
-(lists.importing_pg: COPY into a staging table and one INSERT … ON CONFLICT;
-lists.importing_orm on other databases), so an API upsert follows exactly the
-import's rules: duplicates within the request, suppressed, erased and
-blocklisted addresses are skipped; an import never revives an unsubscribe; a
-confirmed subscription stays as it is; attributes merge.
+to 10,000 in one call, through the CSV import's own service,
+lists.importing.run_import — COPY into a staging table and set-based
+INSERT … ON CONFLICT on Postgres, the portable path elsewhere — so an API upsert
+follows exactly the import's rules: duplicates within the request, suppressed,
+erased and blocklisted addresses are skipped; an import never revives an
+unsubscribe; a confirmed subscription stays as it is; attributes merge.
 
-Each call is recorded as an ImportJob ("API request by bob"), which is the
-consent record's form and lets the import's follow-up task ask new unconfirmed
-subscribers for confirmation by mail.
+The items are written to a temporary CSV file, one line each, and run as an
+ImportJob ("API request", by the calling user), which is the consent record's
+form and lets the import's follow-up task ask new unconfirmed subscribers for
+confirmation by mail. As in a CSV import, attribute values are stored as text
+(numbers and true/false in their JSON spelling), which is what search and
+segments compare against.
 
-Items are checked one by one with lists.validation, as the signup form and the
-import check them; an invalid item is reported with its index and reason and
-the valid ones still go in. subscriber.created is announced (lists.events) for
-the subscribers the call created, set-based, in the import's transaction.
+Items are checked by the import's row checks (the signup form's rules); an
+invalid or skipped item is reported with its index and reason and the valid
+ones still go in. subscriber.created is announced (lists.events) for the
+subscribers the call created.
 """
 
+import csv
 import json
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.functions import Lower
 
-from . import events, importing, importing_orm, importing_pg
-from .importing_csv import FAST_EMAIL
-from .models import ImportJob, Subscriber, Tag
-from .validation import MAX_EMAIL, InvalidSubscriber, clean_attributes, clean_name, clean_time_zone, normalize_email
+from . import events, importing
+from .exporting import FORMULA_STARTS
+from .lookups import ATTRIBUTE_KEY
+from .models import ImportJob, Subscriber
+from .validation import MAX_ATTRIBUTES, InvalidSubscriber, clean_attributes
 
 MAX_ITEMS = 10_000
 MODES = (ImportJob.ADD, ImportJob.UPSERT)
 ITEM_FIELDS = {"email", "name", "time_zone", "attributes"}
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+HEADER = ("email", "name", "time_zone")
 
 
 @dataclass
@@ -47,60 +54,123 @@ class BulkResult:
 def upsert_subscribers(mailing_list, items, *, mode=ImportJob.UPSERT, confirmed=True, tags=(), user=None):
     """Add (mode "add") or add and update (mode "upsert") `items` on `mailing_list`.
 
-    `items` is a list of {"email", "name", "time_zone", "attributes"} dicts
-    (only email is required). `confirmed=True`: the caller vouches for consent
-    and new subscriptions are confirmed at once; False: they wait, unconfirmed,
-    and each gets a confirmation mail after the commit. Raises ValueError for
-    a bad mode or too many items, InvalidSubscriber for a bad tag; nothing is
-    written then.
+    `items` is a list of {"email", "name", "time_zone", "attributes"} dicts (only
+    email is required). `confirmed=True`: the caller vouches for consent and new
+    subscriptions are confirmed at once; False: they wait, unconfirmed, and each
+    gets a confirmation mail. Raises ValueError (InvalidSubscriber for a bad tag)
+    for a request that cannot run at all; nothing is written then.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
     if len(items) > MAX_ITEMS:
         raise ValueError(f"At most {MAX_ITEMS} subscribers per request; split the rest into more requests.")
     tag_names = importing.clean_tags(tags)
+    rows, problems = _shaped(items)
+    keys = sorted({key for _, row in rows for key in row[3]})
+    if len(keys) > MAX_ATTRIBUTES:
+        raise InvalidSubscriber("subscribers", f"At most {MAX_ATTRIBUTES} different attribute names per request.")
+    known = _known_addresses(items) if events.wanted(events.SUBSCRIBER_CREATED) else None
+    with tempfile.TemporaryDirectory(prefix="api-bulk-") as folder:
+        job = _run(mailing_list, _write(Path(folder) / "subscribers.csv", rows, keys), keys, mode=mode,
+                   confirmed=confirmed, tags=tag_names, user=user)
+    malformed = len(problems)
+    problems += _job_problems(job, [index for index, _ in rows])
+    if known is not None and job.created:
+        with transaction.atomic():
+            _announce_created(items, known)
+    return BulkResult(job.pk, job.created, job.updated, job.skipped, job.invalid + malformed,
+                      sorted(problems, key=lambda p: p["index"]))
+
+
+# --- Items to CSV lines ------------------------------------------------------------------------------
+
+
+def _shaped(items):
+    """(index, (email, name, time_zone, {attribute: text})) for the well-formed items, and a
+    problem for each other one. Addresses, names and time zones are checked by the import."""
+    rows, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            rows.append((index, _shape(item)))
+        except InvalidSubscriber as exc:
+            email = item.get("email") if isinstance(item, dict) else None
+            problems.append({"index": index, "email": email if isinstance(email, str) else "",
+                             "reason": exc.message})
+    return rows, problems
+
+
+def _shape(item):
+    if not isinstance(item, dict):
+        raise InvalidSubscriber("subscribers", "Each item must be an object with at least an email.")
+    unknown = set(item) - ITEM_FIELDS
+    if unknown:
+        raise InvalidSubscriber("subscribers", f"Unknown field {sorted(unknown)[0]!r}; use {', '.join(sorted(ITEM_FIELDS))}.")
+    texts = [item.get(name) if item.get(name) is not None else "" for name in HEADER]
+    if not all(isinstance(text, str) for text in texts):
+        raise InvalidSubscriber("subscribers", "email, name and time_zone must be text.")
+    attributes = {key: _cell(value) for key, value in clean_attributes(item.get("attributes")).items()}
+    bad = next((key for key in attributes if not ATTRIBUTE_KEY.match(key)), None)
+    if bad is not None:
+        raise InvalidSubscriber("attributes", f"Name the attribute {bad!r} with letters, digits, _ . or - only.")
+    if any("\r" in text or "\n" in text for text in [*texts, *attributes.values()]):
+        raise InvalidSubscriber("subscribers", "Line breaks are not allowed in any field.")
+    return (*texts, attributes)
+
+
+def _cell(value):
+    """An attribute value as the import stores it: text ("" leaves it unset)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _write(path, rows, keys):
+    """The rows as a CSV file whose data line n+2 is row n (the import reports problems by line)."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        write = csv.writer(out).writerow
+        write([*HEADER, *(f"attributes.{key}" for key in keys)])
+        for _, (email, name, time_zone, attributes) in rows:
+            write([email, name, time_zone, *(attributes.get(key, "") for key in keys)])
+    return path
+
+
+def _run(mailing_list, path, keys, *, mode, confirmed, tags, user):
+    columns = [*HEADER, *(f"attributes.{key}" for key in keys)]
     job = ImportJob.objects.create(
-        mailing_list=mailing_list, created_by=user, mode=mode, confirmed=confirmed, tags=tag_names,
-        original_name="API request", status=ImportJob.RUNNING, total_bytes=0,
+        mailing_list=mailing_list, created_by=user, mode=mode, confirmed=confirmed, tags=tags, file=str(path),
+        original_name="API request", mapping={column: column for column in columns},
     )
-    rows, report = _Items(items), _Report()
-    engine = importing_pg if connection.vendor == "postgresql" else importing_orm
-    engine.run(job, rows, details=_details(job, user, tag_names), report=report, on_chunk=lambda *counts: None,
-               finish=_finisher(job, rows, report))
-    if importing.needs_confirmations(job):
-        from .tasks import send_import_confirmations
-
-        transaction.on_commit(lambda: send_import_confirmations.delay(job.pk))
-    return BulkResult(job.pk, job.created, job.updated, job.skipped, job.invalid, report.problems)
+    importing.run_import(job)
+    if job.status != ImportJob.DONE:
+        raise ValueError(job.failure or "The subscribers could not be imported.")
+    return job
 
 
-def _details(job, user, tag_names):
-    who = user.get_username() if user else "an API client"
-    if job.confirmed:
-        text = f"Added through the API by {who}, who confirmed that these people agreed to receive mail from this list."
-    else:
-        text = f"Added through the API by {who}; each address was asked to confirm by mail."
-    Tag.objects.bulk_create([Tag(name=n) for n in tag_names], ignore_conflicts=True)
-    return importing.Details(
-        consent_form=importing.consent_form(job), consent_text=text,
-        unsubscribe_reason="", suppression_detail="",
-        tag_ids=list(Tag.objects.filter(name__in=tag_names).values_list("pk", flat=True)),
-    )
+# --- What the import reported --------------------------------------------------------------------------
 
 
-def _finisher(job, rows, report):
-    """Runs inside the engine's transaction once the rows are in: counts, then announcements."""
-    known = _known_addresses(rows.items) if events.wanted(events.SUBSCRIBER_CREATED) else None
+def _job_problems(job, indexes):
+    """The import's skipped and invalid rows, by item index; the report file is removed."""
+    path = importing.report_path(job)
+    if path is None:
+        return []
+    with open(path, encoding="utf-8", newline="") as report:
+        found = [_problem(line, email, reason, indexes) for line, email, reason in list(csv.reader(report))[1:]]
+    path.unlink(missing_ok=True)
+    ImportJob.objects.filter(pk=job.pk).update(error_report="")
+    return found
 
-    def finish(created, updated, skipped):
-        job.rows, job.invalid = rows.rows, rows.invalid
-        job.created, job.updated, job.skipped = created, updated, skipped
-        job.errors, job.status = report.problems[: importing.ERRORS_KEPT], ImportJob.DONE
-        job.save(update_fields=["rows", "invalid", "created", "updated", "skipped", "errors", "status"])
-        if known is not None and created:
-            _announce_created(rows.items, known)
 
-    return finish
+def _problem(line, email, reason, indexes):
+    if reason.startswith("duplicate of line "):
+        reason = f"duplicate of item {indexes[int(reason.rsplit(' ', 1)[1]) - 2]}"
+    # The report escapes cells against spreadsheet formulas (lists.exporting.escape_cell): undo it.
+    if email[:1] == "'" and email[1:].startswith(FORMULA_STARTS):
+        email = email[1:]
+    return {"index": indexes[int(line) - 2], "email": email, "reason": reason}
+
+
+# --- subscriber.created ------------------------------------------------------------------------------
 
 
 def _addresses(items):
@@ -118,60 +188,3 @@ def _announce_created(items, known):
     new = _addresses(items) - known
     subscribers = Subscriber.objects.annotate(key=Lower("email")).filter(key__in=new).order_by("pk")
     events.publish(events.SUBSCRIBER_CREATED, lambda: [events.created_payload(s) for s in subscribers])
-
-
-# --- What the engines read and write -----------------------------------------------------------
-
-
-class _Items:
-    """The request's items as the import engines read rows: (index, email, name, time_zone,
-    attributes JSON), invalid ones collected in `.problems` as (index, email, reason)."""
-
-    def __init__(self, items):
-        self.items, self.problems = items, []
-        self.rows = self.invalid = self.bytes_read = 0
-
-    def __iter__(self):
-        for index, item in enumerate(self.items):
-            self.rows += 1
-            try:
-                yield (index, *check_item(item))
-            except InvalidSubscriber as exc:
-                self.invalid += 1
-                email = item.get("email") if isinstance(item, dict) else None
-                self.problems.append((index, email if isinstance(email, str) else "", exc.message))
-
-
-def check_item(item):
-    """(email, name, time_zone, attributes JSON or "") for a valid item; raises InvalidSubscriber."""
-    if not isinstance(item, dict):
-        raise InvalidSubscriber("subscribers", "Each item must be an object with at least an email.")
-    unknown = set(item) - ITEM_FIELDS
-    if unknown:
-        raise InvalidSubscriber("subscribers", f"Unknown field {sorted(unknown)[0]!r}; use {', '.join(sorted(ITEM_FIELDS))}.")
-    email = item.get("email")
-    if isinstance(email, str) and len(email) <= MAX_EMAIL and FAST_EMAIL.match(email):
-        local, _, domain = email.rpartition("@")
-        email = f"{local}@{domain.lower()}"
-    else:
-        email = normalize_email(email if isinstance(email, str) else None)
-    attributes = clean_attributes(item.get("attributes"))
-    return email, clean_name(item.get("name")), clean_time_zone(item.get("time_zone")), (
-        _to_json(attributes) if attributes else "")
-
-
-class _Report:
-    """The engines' problem rows, kept in memory (a request holds at most 10,000)."""
-
-    def __init__(self):
-        self.problems = []
-
-    def add(self, problems):
-        for index, email, reason in problems:
-            if reason.startswith("duplicate of line "):
-                reason = "duplicate of item " + reason[len("duplicate of line "):]
-            self.problems.append({"index": index, "email": email, "reason": reason})
-        self.problems.sort(key=lambda p: p["index"])
-
-    def close(self):
-        pass
