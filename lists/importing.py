@@ -166,7 +166,8 @@ def _details(job):
     who = job.created_by.get_username() if job.created_by_id else "an operator on the command line"
     source = (job.original_name or Path(job.file).name)[:120]
     if job.confirmed:
-        text = f"Imported from {source} by {who}, who confirmed that these people agreed to receive mail from this list."
+        text = (f"Imported from {source} by {who}, who confirmed that these people agreed to receive mail "
+                "from this list.")
     else:
         text = f"Imported from {source} by {who}; each address was asked to confirm by mail."
     tags = clean_tags(job.tags or [])

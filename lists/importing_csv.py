@@ -52,7 +52,8 @@ ALIASES = {
 FULL_NAME = {"name", "fullname"}
 
 _ATOM = r"[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]+"
-FAST_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}}\Z")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+FAST_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}\Z")
 # Control characters (a tab is folded to a space instead) and undecodable bytes (see RowReader).
 BAD_CHARACTER = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
 
@@ -121,7 +122,8 @@ def clean_header(cells):
     for name in header:
         if name in seen:
             raise CSVFileError(
-                f"Two columns are called “{name}”. Give every column a different name in the first row and upload again."
+                f"Two columns are called “{name}”. Give every column a different name in the first row "
+                "and upload again."
             )
         seen.add(name)
     return header

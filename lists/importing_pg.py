@@ -93,7 +93,9 @@ def _staging(cursor, keys):
         " key text GENERATED ALWAYS AS (lower(email)) STORED,"
         f" attributes jsonb GENERATED ALWAYS AS ({_attributes_expression(keys)}) STORED)"
     )
-    cursor.execute("CREATE TEMP TABLE import_problem (line integer NOT NULL, email text NOT NULL, reason text NOT NULL)")
+    cursor.execute(
+        "CREATE TEMP TABLE import_problem (line integer NOT NULL, email text NOT NULL, reason text NOT NULL)"
+    )
 
 
 def _copy_problems(cursor, problems):
