@@ -11,6 +11,7 @@ COPY . .
 # Static files are collected (hashed, compressed) at build time and served by whitenoise.
 ENV STATIC_ROOT=/app/static-collected
 RUN SECRET_KEY=build-only-not-a-secret-0123456789abcdef SITE_URL=https://build.invalid \
+    ANYMAIL_WEBHOOK_SECRET=build:only-not-a-secret \
     ALLOWED_HOSTS=build.invalid DATA_DIR=/tmp/build python manage.py collectstatic --noinput \
     && rm -rf /tmp/build
 

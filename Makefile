@@ -35,7 +35,7 @@ services:
 
 bench-%: $(VENV)/.installed-test services
 	@test -f bench/$*.py || { echo "No benchmark named $* (see bench/)"; exit 2; }
-	@$(PY) bench/$*.py
+	@ANYMAIL_WEBHOOK_SECRET=$${ANYMAIL_WEBHOOK_SECRET:-bench:not-a-secret} $(PY) bench/$*.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

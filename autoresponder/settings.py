@@ -297,9 +297,17 @@ SEND_SLOT_TTL = env_int("SEND_SLOT_TTL", 60)
 SEQUENCE_BATCH_SIZE = env_int("SEQUENCE_BATCH_SIZE", 5000)
 SEQUENCE_DISCOVERY_SECONDS = env_int("SEQUENCE_DISCOVERY_SECONDS", 60)
 
-ANYMAIL = {
-    "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
-}
+try:
+    ANYMAIL = {"WEBHOOK_SECRET": env.str("ANYMAIL_WEBHOOK_SECRET", default="")}  # or ANYMAIL_WEBHOOK_SECRET_FILE
+except (ImproperlyConfigured, OSError) as exc:
+    fail(f"ANYMAIL_WEBHOOK_SECRET: {exc}")
+# ESPs post bounces and complaints to /webhooks/anymail/<esp>/tracking/ with this user:password as
+# HTTP basic auth (campaigns/webhooks.py); without it anyone could suppress any address.
+if PRODUCTION and not ANYMAIL["WEBHOOK_SECRET"]:
+    fail("ANYMAIL_WEBHOOK_SECRET is not set. Set it to two random strings as user:password, e.g. the output of: "
+         "python -c 'import secrets; print(secrets.token_urlsafe(12) + \":\" + secrets.token_urlsafe(24))'")
+if ANYMAIL["WEBHOOK_SECRET"] and ":" not in ANYMAIL["WEBHOOK_SECRET"]:
+    fail("ANYMAIL_WEBHOOK_SECRET must be user:password (two random strings joined by a colon).")
 # ESPs that sign their webhooks on top of the shared secret (campaigns/webhooks.py).
 for _name in ("MAILGUN_WEBHOOK_SIGNING_KEY", "MANDRILL_WEBHOOK_KEY", "MANDRILL_WEBHOOK_URL",
               "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"):
