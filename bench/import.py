@@ -58,7 +58,7 @@ def environment(data_dir):
         **os.environ, "DATABASE_URL": f"{SERVER}/{DATABASE}", "DEBUG": "0", "DATA_DIR": str(data_dir),
         "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://127.0.0.1:8000",
         "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
-        "LOG_LEVEL": "WARNING", "REDIS_URL": "",
+        "LOG_LEVEL": "WARNING", "REDIS_URL": "", "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
     }
 
 
