@@ -149,8 +149,12 @@ def export_list(request, pk):
 @role_required("viewer")
 def export_search(request):
     """The subscribers a search finds (the subscriber page's filters: q, list, status, tag, segment)."""
-    return _csv_response(request, exporting.subscriber_rows(search_subscribers(**_search_filters(request.GET))),
-                         "subscribers")
+    try:
+        found = search_subscribers(**_search_filters(request.GET))
+    except segments.SegmentError as exc:  # a segment whose list or field is gone
+        return HttpResponse(f"This segment cannot be exported: {exc} Edit the segment first.", status=400,
+                            content_type="text/plain; charset=utf-8")
+    return _csv_response(request, exporting.subscriber_rows(found), "subscribers")
 
 
 def _search_filters(params):

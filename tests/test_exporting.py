@@ -142,3 +142,15 @@ def test_export_command_writes_a_list_or_a_search(tmp_path, newsletter):
         call_command("export_subscribers", "--list", "999999")
     with pytest.raises(CommandError, match="Unknown status 'gone'"):
         call_command("export_subscribers", "--status", "gone")
+
+
+def test_exporting_a_broken_segment_says_what_to_do(victor_client):
+    from lists.models import Segment
+
+    segment = Segment.objects.create(name="Old", conditions=[{"field": "phone", "op": "is", "value": "1"}])
+
+    response = victor_client.get(reverse("lists:export_search"), {"segment": segment.pk})
+
+    assert response.status_code == 400
+    assert response.content.decode() == ("This segment cannot be exported: Condition 1: “phone” is not a field "
+                                         "segments can filter on. Edit the segment first.")
