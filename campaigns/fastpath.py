@@ -35,7 +35,7 @@ _PIXEL_HEADERS = [
     ("Content-Security-Policy", "default-src 'none'"),
 ]
 _LINK_CACHE_LIMIT = 10_000
-_link_urls = {}  # Link pk -> URL; a Link never changes once stored
+_link_urls = {}  # Link pk -> Location header value; a Link never changes once stored
 
 
 def pixel():
@@ -81,8 +81,8 @@ class TrackingFastPath:
             return None
         if len(values) != 2:
             return None
-        url = link_url(values[1])
-        if url is None or not _redirectable(url):
+        location = redirect_location(values[1])
+        if location is None:
             return None  # Django answers: 404 for an unknown link, 400 for a URL it will not redirect to
         try:
             events.hit(events.Event.CLICK, values[0], values[1], head=head,
@@ -91,7 +91,7 @@ class TrackingFastPath:
             log.exception("Could not record a click of message %s.", values[0])
             return None
         start_response("302 Found", [
-            ("Location", iri_to_uri(url)), ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"),
+            ("Location", location), ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"),
             ("Cache-Control", "max-age=0, no-cache, no-store, must-revalidate, private"),
             ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Referrer-Policy", "same-origin"),
             ("X-Content-Type-Options", "nosniff"),
@@ -107,20 +107,22 @@ def _single(purpose, token):
     return values[0] if len(values) == 1 else None
 
 
-def link_url(link_pk):
-    """The stored URL of a Link, cached per process; None when there is no such link."""
-    url = _link_urls.get(link_pk)
-    if url is None:
+def redirect_location(link_pk):
+    """The Location header for a stored Link, cached per process; None when there is no such link
+    or its URL is not one to redirect to."""
+    location = _link_urls.get(link_pk)
+    if location is None:
         try:
             url = Link.objects.filter(pk=link_pk).values_list("url", flat=True).first()
         except DatabaseError:
             connection.close()  # Django's own request handling reconnects
             return None
-        if url is not None:
-            if len(_link_urls) >= _LINK_CACHE_LIMIT:
-                _link_urls.clear()
-            _link_urls[link_pk] = url
-    return url
+        if url is None or not _redirectable(url):
+            return None
+        if len(_link_urls) >= _LINK_CACHE_LIMIT:
+            _link_urls.clear()
+        location = _link_urls[link_pk] = iri_to_uri(url)
+    return location
 
 
 def _redirectable(url):
