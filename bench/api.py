@@ -48,6 +48,7 @@ def environment(data_dir):
         "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
         "LOG_LEVEL": "WARNING", "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
         "API_BULK_PER_MINUTE": "100000", "DATABASE_CONN_MAX_AGE": "600",
+        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
     }
 
 
@@ -190,9 +191,10 @@ def main():
     finally:
         if gunicorn is not None:
             gunicorn.terminate()
-        from django.db import connections
+        if "django" in sys.modules and os.environ.get("DJANGO_SETTINGS_MODULE"):
+            from django.db import connections
 
-        connections.close_all()
+            connections.close_all()
         if not os.environ.get("BENCH_KEEP"):
             psql(f"DROP DATABASE IF EXISTS {DATABASE}")
         shutil.rmtree(data_dir, ignore_errors=True)
