@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from lists.models import MailingList
 
-from . import ledger, sending
+from . import ledger, sending, stats
 from .composing import Job, NotSendable
 from .models import Message, Sequence, Step
 
@@ -166,6 +166,7 @@ def send_batch(step_id, *, token=None):
     finally:
         result.counts.update(batch.counts)
         result.stop = batch.stop
+    stats.add_sent(stats.STEP, step.pk, result.counts[Message.SENT])  # the step's hourly figures
     return result
 
 

@@ -118,3 +118,29 @@ def test_an_empty_broadcast_has_zeros_and_no_rates():
     figures = stats.broadcast_stats(broadcast)
     assert (figures["sent"], figures["opens"], figures["rates"]["open"]) == (0, 0, None)
     assert stats.timeseries("broadcast", broadcast.pk) == []
+
+
+def test_a_sequence_steps_figures_come_from_its_own_messages(smtp_server, client):
+    from campaigns import step_sending
+    from campaigns.models import Message
+    from tests.sending_factories import backend_for
+    from tests.sequence_helpers import T0, build, people, run
+
+    # given: a one-step sequence sent to three people through the real pipeline
+    backend_for(smtp_server)
+    sequence = build(steps=((0, "days"),))
+    people(sequence.mailing_list, 3)
+    run(T0, sequence)
+    step = sequence.steps.get()
+    step_sending.send_batch(step.pk)
+    first, second = Message.objects.filter(step=step).order_by("pk")[:2]
+    Message.objects.filter(step=step).update(sent_at=T0)  # sent long before the opens: not scanners
+    # when: one opens twice, another once, and one bounces
+    for message in (first, first, second):
+        client.get(open_path(message), HTTP_USER_AGENT=HUMAN)
+    events.drain()
+    feedback(Event.BOUNCE, Message.objects.order_by("-pk").first())
+    # then
+    figures = stats.step_stats(step.pk)
+    assert (figures["sent"], figures["opens"], figures["unique_opens"], figures["bounced"]) == (3, 3, 2, 1)
+    assert figures["rates"]["open"] == round(2 / 2, 4)  # delivered estimate: 3 sent - 1 bounced
