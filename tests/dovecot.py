@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.smtp import free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "bounces", "bounce-secret"
 
@@ -72,12 +74,6 @@ service pop3-login {{
   chroot =
 }}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Dovecot:

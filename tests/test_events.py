@@ -2,17 +2,18 @@
 
 from datetime import timedelta
 
-import psycopg2
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 from django.test import RequestFactory
 
 from campaigns import composing, events, tokens
 from campaigns.fastpath import TrackingFastPath
 from campaigns.models import Event, LinkStats, StatsBucket
-from tests.tracking_fixtures import click_path, fresh_link_caches, open_path, sent_broadcast  # noqa: F401
+from tests.tracking_fixtures import (  # noqa: F401
+    click_path, events_table_locked, fresh_link_caches, open_path, sent_broadcast,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -139,19 +140,9 @@ def test_an_unreachable_buffer_falls_back_to_storing_at_once(messages, client, s
 def test_the_pixel_is_returned_even_when_recording_fails(messages, client, settings):
     # given: no buffer, and the events table locked by another session
     settings.TRACKING_BUFFER = "direct"
-    other = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=connection.settings_dict["NAME"])
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("LOCK TABLE campaigns_event IN ACCESS EXCLUSIVE MODE")
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
+    with events_table_locked():
         # when
         response = client.get(open_path(messages[0]), HTTP_USER_AGENT=HUMAN)
-    finally:
-        other.rollback()
-        other.close()
-        with connection.cursor() as cursor:
-            cursor.execute("RESET lock_timeout")
     # then
     assert response.status_code == 200
     assert response.content.startswith(b"GIF89a")

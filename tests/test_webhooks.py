@@ -7,14 +7,12 @@ import json
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
-from django.db import connection
 
 from campaigns import composing, stats
 from campaigns.models import Event, Message
 from lists.models import Subscription, Suppression
-from tests.tracking_fixtures import fresh_link_caches, sent_broadcast  # noqa: F401
+from tests.tracking_fixtures import events_table_locked, fresh_link_caches, sent_broadcast  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")]
 
@@ -154,18 +152,8 @@ def test_a_receiver_error_answers_500_so_the_esp_retries(message, client, settin
     # given: the events table is locked by another session (Postgres in trouble)
     client.raise_request_exception = False
     body = payload("postmark_bounce.json", message)
-    other = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=connection.settings_dict["NAME"])
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("LOCK TABLE campaigns_event IN ACCESS EXCLUSIVE MODE")
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '200ms'")
+    with events_table_locked():
         response = post_json(client, "postmark", body)
-    finally:
-        other.rollback()
-        other.close()
-        with connection.cursor() as cursor:
-            cursor.execute("RESET lock_timeout")
     assert response.status_code == 500
     assert (Event.objects.count(), suppression(message)) == (0, None)
     # when the ESP retries later

@@ -1,8 +1,11 @@
 """Helpers for the tracking tests: a broadcast whose messages went out an hour ago."""
 
+from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg2
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from campaigns import composing, ledger
@@ -34,6 +37,24 @@ def sent_broadcast(count=3, *, sent_ago=timedelta(hours=1), mailing_list=None, p
     count = Message.objects.filter(broadcast=broadcast).count()
     Broadcast.objects.filter(pk=broadcast.pk).update(status=Broadcast.SENT, sent_count=count, recipients_count=count)
     return list(Message.objects.filter(broadcast=broadcast).select_related("subscriber", "broadcast").order_by("pk"))
+
+
+@contextmanager
+def events_table_locked():
+    """Postgres in trouble: another session holds the events table, and our writes give up
+    after 200 ms (a real failure, not a mock)."""
+    other = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=connection.settings_dict["NAME"])
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("LOCK TABLE campaigns_event IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        yield
+    finally:
+        other.rollback()
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
 
 
 def path_of(url):
