@@ -137,3 +137,26 @@ def test_mailto_unsubscribe_names_its_message_by_the_sub_address(message, doveco
     assert kinds(message) == ["unsubscribe"]
     assert dovecot.contents() == []
     assert events.pending() == 0
+
+
+def test_read_bounces_command_says_what_it_did(message, dovecot):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    dovecot.deliver(returned("postfix_user_unknown", message))
+    dovecot.deliver(returned("out_of_office", message))
+    out = StringIO()
+    call_command("read_bounces", "--url", dovecot.url("imap"), stdout=out)
+    assert out.getvalue().splitlines() == [
+        f"  {message.email} suppressed (hard bounce).",
+        "Read 2 mail(s): 1 handled and removed, 1 left in the mailbox for a person to read.",
+    ]
+
+
+def test_read_bounces_command_without_a_mailbox_says_how_to_set_one(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.BOUNCE_MAILBOX_URL = ""
+    with pytest.raises(CommandError, match="set BOUNCE_MAILBOX_URL"):
+        call_command("read_bounces")

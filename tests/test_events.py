@@ -332,3 +332,15 @@ def test_new_opens_clicks_and_bounces_reach_the_rest_hooks_that_want_them(messag
     assert bodies["message.opened"]["subscriber"]["email"] == messages[0].email
     assert bodies["message.clicked"]["url"] == "https://shop.example/spring"
     assert bodies["message.bounced"]["detail"] == "550 5.1.1 no such user"
+
+
+def test_drain_events_command_reports_the_counts(messages, client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    for message in messages:
+        client.get(open_path(message), HTTP_USER_AGENT=HUMAN)
+    out = StringIO()
+    call_command("drain_events", stdout=out)
+    assert out.getvalue().strip() == "3 waiting, 3 stored; 0 still waiting."
