@@ -231,3 +231,4 @@ class BouncePolicyAdmin(admin.ModelAdmin):
 
 
 from . import admin_hooks  # noqa: E402,F401  (REST hooks, in their own module)
+from . import admin_sequences  # noqa: E402,F401  (sequences, steps, enrollments)
