@@ -154,6 +154,13 @@ def exception_handler(exc, context):
 # --- Serializer helpers -------------------------------------------------------------------
 
 
+def validated(serializer_class, data):
+    """`data` checked by `serializer_class`; raises the 400 with every field's errors."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class StrictSerializerMixin:
     """Refuse fields the serializer does not know, so a typo is a 400 instead of silently ignored."""
 

@@ -19,7 +19,7 @@ from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from autoresponder.api_base import DomainError, UTCDateTimeFilter
+from autoresponder.api_base import DomainError, UTCDateTimeFilter, validated
 
 from . import backends as transports
 from . import broadcasts as service
@@ -137,7 +137,7 @@ class BroadcastViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def schedule(self, request, pk=None):
         """Send at a time, optionally at that wall-clock time in each subscriber's time zone."""
-        data = _valid(ScheduleSerializer, request.data)
+        data = validated(ScheduleSerializer, request.data)
         return self._act(service.schedule, "This broadcast is no longer a draft or scheduled.",
                          when=data["scheduled_at"], in_subscriber_time_zone=data["in_subscriber_time_zone"])
 
@@ -151,7 +151,7 @@ class BroadcastViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         """Stop after the messages in flight; resume continues where it stopped."""
-        data = _valid(PauseSerializer, request.data)
+        data = validated(PauseSerializer, request.data)
         return self._act(service.pause, "It was not sending.", reason=data["reason"])
 
     @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
@@ -181,11 +181,6 @@ def _not_editable(broadcast):
         return "This broadcast is scheduled. Unschedule it (back to draft) to edit it."
     return f"This broadcast is {broadcast.get_status_display().lower()} and can no longer be edited."
 
-
-def _valid(serializer_class, data):
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 # --- Backends -----------------------------------------------------------------------------------

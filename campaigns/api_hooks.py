@@ -10,7 +10,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from autoresponder.api_base import DomainError, StrictSerializerMixin
+from autoresponder.api_base import DomainError, StrictSerializerMixin, validated
 
 from . import hooks
 from .models import Hook, HookDelivery
@@ -68,10 +68,8 @@ class HookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     @extend_schema(request=NewHookSerializer, responses={201: CreatedHookSerializer})
     def create(self, request):
         """Subscribe a target URL to an event (the target must resolve to public addresses)."""
-        serializer = NewHookSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
         try:
-            hook = hooks.subscribe(owner=request.user, **serializer.validated_data)
+            hook = hooks.subscribe(owner=request.user, **validated(NewHookSerializer, request.data))
         except hooks.HookError as exc:
             raise DomainError(exc.field, exc.message)
         return Response(CreatedHookSerializer(hook).data, status=status.HTTP_201_CREATED)
@@ -83,9 +81,7 @@ class HookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     def partial_update(self, request, pk=None):
         """Enable or disable the hook."""
         hook = self.get_object()
-        serializer = HookStateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        if serializer.validated_data["is_active"]:
+        if validated(HookStateSerializer, request.data)["is_active"]:
             hooks.enable(hook)
         else:
             hooks.disable(hook, f"Disabled by {request.user.get_username()} through the API.")

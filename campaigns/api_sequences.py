@@ -12,7 +12,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from autoresponder.api_base import DomainError, FormSerializer, StrictSerializerMixin
+from autoresponder.api_base import DomainError, FormSerializer, StrictSerializerMixin, validated
 from lists.models import Subscriber
 from lists.services import find_subscriber
 
@@ -130,11 +130,6 @@ class StepStateSerializer(StrictSerializerMixin, serializers.Serializer):
     is_active = serializers.BooleanField(help_text="false pauses the step (it is skipped); true resumes it.")
 
 
-def _valid(serializer_class, data):
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
 
 def _sequence_call(function, *args, **kwargs):
     try:
@@ -160,7 +155,7 @@ class SequenceViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def enable(self, request, pk=None):
         """Switch a draft or paused sequence on (400 with what to fix when it cannot run)."""
-        data = _valid(EnableSerializer, request.data)
+        data = validated(EnableSerializer, request.data)
         sequence = _sequence_call(sequences.enable, self.get_object(), enroll_existing=data["enroll_existing"])
         return Response(SequenceSerializer(sequence).data)
 
@@ -168,7 +163,7 @@ class SequenceViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         """Hold everyone in place. Idempotent."""
-        data = _valid(PauseSerializer, request.data)
+        data = validated(PauseSerializer, request.data)
         return Response(SequenceSerializer(sequences.pause(self.get_object(), reason=data["reason"])).data)
 
     @extend_schema(request=None, responses=SequenceSerializer)
@@ -181,7 +176,7 @@ class SequenceViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def enroll(self, request, pk=None):
         """Put a confirmed subscriber of the sequence's list into it now (the API trigger)."""
-        who = _valid(WhoSerializer, request.data)
+        who = validated(WhoSerializer, request.data)
         enrollment, entered = _sequence_call(sequences.enroll, self.get_object(), who["subscriber"])
         body = {"entered": entered, "enrollment": EnrollmentSerializer(enrollment).data}
         return Response(body, status=status.HTTP_201_CREATED if entered else status.HTTP_200_OK)
@@ -190,7 +185,7 @@ class SequenceViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def remove(self, request, pk=None):
         """Take a subscriber out; their queued mail from the sequence is cancelled. Idempotent."""
-        who = _valid(WhoSerializer, request.data)
+        who = validated(WhoSerializer, request.data)
         return Response({"removed": sequences.remove(self.get_object(), who["subscriber"])})
 
     @extend_schema(responses=EnrollmentSerializer(many=True))
@@ -229,7 +224,7 @@ class StepViewSet(viewsets.ModelViewSet):
     def move(self, request, pk=None):
         """Move the step to a 1-based position; everyone goes on after the step they last got."""
         step = self.get_object()
-        sequences.move_step(step, _valid(MoveSerializer, request.data)["position"])
+        sequences.move_step(step, validated(MoveSerializer, request.data)["position"])
         step.refresh_from_db()
         return Response(StepSerializer(step).data)
 
@@ -239,7 +234,7 @@ class StepViewSet(viewsets.ModelViewSet):
         """Pause (skip) or resume the step."""
         step = self.get_object()
         with transaction.atomic():
-            sequences.set_step_active(step, _valid(StepStateSerializer, request.data)["is_active"])
+            sequences.set_step_active(step, validated(StepStateSerializer, request.data)["is_active"])
         return Response(StepSerializer(step).data)
 
 

@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from autoresponder.api_base import DomainError, UTCDateTimeFilter
+from autoresponder.api_base import DomainError, UTCDateTimeFilter, validated
 
 from . import bulk, services
 from .api_serializers import (
@@ -135,7 +135,7 @@ class SubscriberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     throttle_scope = None  # the bulk action has its own (autoresponder.api_base.TokenThrottle)
 
     def create(self, request):
-        data = self._valid(NewSubscriberSerializer, request.data)
+        data = validated(NewSubscriberSerializer, request.data)
         with transaction.atomic():
             for mailing_list in data["lists"]:
                 subscription = subscribe_through_api(request, mailing_list, data)
@@ -145,7 +145,7 @@ class SubscriberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     def partial_update(self, request, pk=None):
         subscriber = self.get_object()
-        services.update_subscriber(subscriber, **self._valid(ProfileSerializer, request.data))
+        services.update_subscriber(subscriber, **validated(ProfileSerializer, request.data))
         return Response(self._shown(subscriber.pk))
 
     def destroy(self, request, pk=None):
@@ -157,7 +157,7 @@ class SubscriberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def tag(self, request, pk=None):
         """Add tags by name (created when new)."""
         subscriber = self.get_object()
-        services.tag(subscriber, *self._valid(TagNamesSerializer, request.data)["tags"])
+        services.tag(subscriber, *validated(TagNamesSerializer, request.data)["tags"])
         return Response(self._shown(subscriber.pk))
 
     @extend_schema(request=TagNamesSerializer, responses=SubscriberSerializer)
@@ -165,7 +165,7 @@ class SubscriberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def untag(self, request, pk=None):
         """Remove tags by name; tags the subscriber does not carry are ignored."""
         subscriber = self.get_object()
-        services.untag(subscriber, *self._valid(TagNamesSerializer, request.data)["tags"])
+        services.untag(subscriber, *validated(TagNamesSerializer, request.data)["tags"])
         return Response(self._shown(subscriber.pk))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
@@ -187,18 +187,13 @@ class SubscriberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def bulk(self, request):
         """Add or update up to 10,000 subscribers on one list in one call, set-based. Invalid or
         skipped items are listed with their index and reason; the others still go in."""
-        data = self._valid(BulkSerializer, request.data)
+        data = validated(BulkSerializer, request.data)
         try:
             result = bulk.upsert_subscribers(data["list"], data["subscribers"], mode=data["mode"],
                                              confirmed=data["confirmed"], tags=data.get("tags", ()), user=request.user)
         except ValueError as exc:
             raise DomainError(getattr(exc, "field", "subscribers"), getattr(exc, "message", exc))
         return Response(BulkResultSerializer(result).data)
-
-    def _valid(self, serializer_class, data):
-        serializer = serializer_class(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
 
     def _shown(self, pk):
         return SubscriberSerializer(self.get_queryset().get(pk=pk)).data
@@ -228,9 +223,8 @@ class SubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
     def create(self, request):
         """Subscribe an address to a list, with or without double opt-in (the list's own setting by default)."""
-        serializer = NewSubscriptionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        subscription = subscribe_through_api(request, serializer.validated_data["list"], serializer.validated_data)
+        data = validated(NewSubscriptionSerializer, request.data)
+        subscription = subscribe_through_api(request, data["list"], data)
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=SubscriptionSerializer)
@@ -244,10 +238,9 @@ class SubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     @action(detail=True, methods=["post"])
     def unsubscribe(self, request, pk=None):
         subscription = self.get_object()
-        serializer = ReasonSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        reason = validated(ReasonSerializer, request.data)["reason"]
         services.unsubscribe(subscription.subscriber, subscription.mailing_list,
-                             reason=serializer.validated_data["reason"] or "Unsubscribed through the API")
+                             reason=reason or "Unsubscribed through the API")
         subscription.refresh_from_db()
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -320,9 +313,7 @@ class UnsubscribeView(APIView):
     def post(self, request):
         """Unsubscribe an address from one list, or from every list. Idempotent; an unknown address
         is answered with found: false and changes nothing."""
-        serializer = UnsubscribeSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(UnsubscribeSerializer, request.data)
         subscriber = services.find_subscriber(data["email"])
         changed = 0
         if subscriber is not None:
