@@ -284,7 +284,7 @@ SELECT md5(%(scope_id)s || ':' || n)::uuid,
        CASE WHEN n > %(messages)s + 36000 AND n %% 4 = 0 THEN %(link0)s + (n %% 20) END,
        n %% 33 = 0 AND n > %(messages)s + 36000, 'bench', '',
        now() - interval '72 hours' + (n %% 259200) * interval '1 second'
-  FROM generate_series(1, %(events)s) AS n
+  FROM generate_series(1::bigint, %(events)s::bigint) AS n
 """
 
 

@@ -43,14 +43,15 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict, namedtuple
+from collections import defaultdict, namedtuple
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import Event, LinkStats, Link, Message, StatsBucket
+from . import stats
+from .models import Event, Link, Message
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def ingest(records):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         new = _insert(records)
-        _roll_up(new)
+        stats.roll_up(new)
         _announce(new)
     return new
 
@@ -344,7 +345,7 @@ def _enrich(records):
     link_pks = {r.link_pk for r in records if r.link_pk}
     links = set(Link.objects.filter(pk__in=link_pks).values_list("pk", flat=True)) if link_pks else set()
     scopes = {(scope, scope_id) for scope, scope_id, _ in messages.values()}
-    private = _private_scopes(scopes)
+    private = stats.private_scopes(scopes)
     window = timedelta(seconds=settings.TRACKING_SCANNER_SECONDS)
     enriched = []
     for r in records:
@@ -382,13 +383,6 @@ def _has_steps():
     return any(field.name == "step" for field in Message._meta.get_fields())
 
 
-def _private_scopes(scopes):
-    """The broadcasts and steps that went to an aggregate-only list."""
-    from .stats import private_scopes
-
-    return private_scopes(scopes)
-
-
 _COLUMNS = ("uid", "kind", "message_id", "scope", "scope_id", "link_id", "is_machine", "source", "detail",
             "created_at")
 _ROWS_PER_STATEMENT = 1000  # 10 parameters a row, well under Postgres's 65,535
@@ -419,109 +413,6 @@ def _insert(records):
             returned = cursor.fetchall()
         new += [by_uid[str(uid_field.get_db_prep_value(uid, connection))]._replace(pk=pk) for uid, pk in returned]
     return new
-
-
-# --- Rollups -------------------------------------------------------------------------------------
-
-_COUNTER_OF_KIND = {
-    Event.DELIVERED: "delivered", Event.BOUNCE: "bounced", Event.SOFT_BOUNCE: "soft_bounced",
-    Event.DEFERRED: "deferred", Event.COMPLAINT: "complained", Event.UNSUBSCRIBE: "unsubscribed",
-}
-BUCKET_COUNTERS = (
-    "sent", "delivered", "bounced", "soft_bounced", "deferred", "complained", "unsubscribed", "opens",
-    "unique_opens", "clicks", "unique_clicks", "machine_opens", "machine_clicks",
-)
-LINK_COUNTERS = ("clicks", "unique_clicks", "machine_clicks")
-
-
-def hour_of(moment):
-    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def _roll_up(new):
-    scoped = [r for r in new if r.scope and r.scope_id]
-    if not scoped:
-        return
-    buckets = defaultdict(Counter)
-    links = defaultdict(Counter)
-    firsts = _first_engagements(scoped)
-    for r in scoped:
-        bucket = buckets[(r.scope, r.scope_id, hour_of(r.at))]
-        if r.kind in _COUNTER_OF_KIND:
-            bucket[_COUNTER_OF_KIND[r.kind]] += 1
-            continue
-        noun = "opens" if r.kind == Event.OPEN else "clicks"
-        bucket[("machine_" if r.is_machine else "") + noun] += 1
-        first_of = firsts.get(r.pk, ())
-        bucket.update(counter for counter in first_of if counter != "link")
-        if r.kind == Event.CLICK and r.link_pk:
-            link = links[(r.scope, r.scope_id, r.link_pk)]
-            link["machine_clicks" if r.is_machine else "clicks"] += 1
-            link["unique_clicks"] += "link" in first_of
-    add_to_buckets(buckets)
-    _add_to_links(links)
-
-
-def _first_engagements(records):
-    """{event id: counters it is the first of} for human opens and clicks tied to a message:
-    "unique_opens", "unique_clicks" (first click of the message), "link" (first on that link)."""
-    human = sorted(
-        (r for r in records if r.message_pk and not r.is_machine and r.kind in (Event.OPEN, Event.CLICK)),
-        key=lambda r: (r.at, r.pk),
-    )
-    if not human:
-        return {}
-    first_new_id = min(r.pk for r in human)
-    seen = set()
-    earlier = Event.objects.filter(
-        message_id__in={r.message_pk for r in human}, kind__in=(Event.OPEN, Event.CLICK), is_machine=False,
-        id__lt=first_new_id,
-    ).values_list("message_id", "kind", "link_id").distinct()
-    for message_pk, kind, link_pk in earlier:
-        seen.add((message_pk, kind))
-        if kind == Event.CLICK:
-            seen.add((message_pk, kind, link_pk))
-    firsts = {}
-    for r in human:
-        counters = []
-        if (r.message_pk, r.kind) not in seen:
-            seen.add((r.message_pk, r.kind))
-            counters.append("unique_opens" if r.kind == Event.OPEN else "unique_clicks")
-        if r.kind == Event.CLICK and r.link_pk and (r.message_pk, r.kind, r.link_pk) not in seen:
-            seen.add((r.message_pk, r.kind, r.link_pk))
-            counters.append("link")
-        if counters:
-            firsts[r.pk] = counters
-    return firsts
-
-
-def add_to_buckets(buckets):
-    """{(scope, scope_id, hour): Counter(column=n)} added to StatsBucket rows, one upsert."""
-    _upsert(StatsBucket, ("scope", "scope_id", "hour"), BUCKET_COUNTERS, buckets)
-
-
-def _add_to_links(links):
-    _upsert(LinkStats, ("scope", "scope_id", "link_id"), LINK_COUNTERS, links)
-
-
-def _upsert(model, keys, counters, changes):
-    rows = [(key, counts) for key, counts in sorted(changes.items(), key=lambda item: str(item[0])) if any(counts.values())]
-    if not rows:
-        return
-    table = model._meta.db_table
-    adapt = connection.ops.adapt_datetimefield_value
-    row_sql = "(" + ", ".join(["%s"] * (len(keys) + len(counters))) + ")"
-    params = []
-    for key, counts in rows:
-        params += [adapt(v) if isinstance(v, datetime) else v for v in key]
-        params += [counts.get(c, 0) for c in counters]
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(keys + counters)}) VALUES {', '.join([row_sql] * len(rows))}"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 # --- REST hooks ---------------------------------------------------------------------------------------

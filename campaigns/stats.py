@@ -12,8 +12,8 @@ hourly series and for steps the `sent` column that the pipeline adds per batch
 A scope is ("broadcast", id) or ("step", id), the same key everywhere.
 """
 
-from collections import Counter
-from datetime import timedelta, timezone as dt_timezone
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.apps import apps
 from django.db import connection, transaction
@@ -26,10 +26,108 @@ BROADCAST, STEP = Event.BROADCAST, Event.STEP
 MAX_SERIES_HOURS = 24 * 90  # a series longer than this is cut to its last 90 days
 
 
-def _counters():
-    from .events import BUCKET_COUNTERS
+# --- Moving the rollups (campaigns.events.ingest, in its transaction) --------------------------------
 
-    return BUCKET_COUNTERS
+_COUNTER_OF_KIND = {
+    Event.DELIVERED: "delivered", Event.BOUNCE: "bounced", Event.SOFT_BOUNCE: "soft_bounced",
+    Event.DEFERRED: "deferred", Event.COMPLAINT: "complained", Event.UNSUBSCRIBE: "unsubscribed",
+}
+BUCKET_COUNTERS = (
+    "sent", "delivered", "bounced", "soft_bounced", "deferred", "complained", "unsubscribed", "opens",
+    "unique_opens", "clicks", "unique_clicks", "machine_opens", "machine_clicks",
+)
+LINK_COUNTERS = ("clicks", "unique_clicks", "machine_clicks")
+
+
+def hour_of(moment):
+    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def roll_up(new):
+    """Move the rollups by newly stored events (campaigns.events.Record with `pk` set)."""
+    scoped = [r for r in new if r.scope and r.scope_id]
+    if not scoped:
+        return
+    buckets = defaultdict(Counter)
+    links = defaultdict(Counter)
+    firsts = _first_engagements(scoped)
+    for r in scoped:
+        bucket = buckets[(r.scope, r.scope_id, hour_of(r.at))]
+        if r.kind in _COUNTER_OF_KIND:
+            bucket[_COUNTER_OF_KIND[r.kind]] += 1
+            continue
+        noun = "opens" if r.kind == Event.OPEN else "clicks"
+        bucket[("machine_" if r.is_machine else "") + noun] += 1
+        first_of = firsts.get(r.pk, ())
+        bucket.update(counter for counter in first_of if counter != "link")
+        if r.kind == Event.CLICK and r.link_pk:
+            link = links[(r.scope, r.scope_id, r.link_pk)]
+            link["machine_clicks" if r.is_machine else "clicks"] += 1
+            link["unique_clicks"] += "link" in first_of
+    add_to_buckets(buckets)
+    _add_to_links(links)
+
+
+def _first_engagements(records):
+    """{event id: counters it is the first of} for human opens and clicks tied to a message:
+    "unique_opens", "unique_clicks" (first click of the message), "link" (first on that link)."""
+    human = sorted(
+        (r for r in records if r.message_pk and not r.is_machine and r.kind in (Event.OPEN, Event.CLICK)),
+        key=lambda r: (r.at, r.pk),
+    )
+    if not human:
+        return {}
+    first_new_id = min(r.pk for r in human)
+    seen = set()
+    earlier = Event.objects.filter(
+        message_id__in={r.message_pk for r in human}, kind__in=(Event.OPEN, Event.CLICK), is_machine=False,
+        id__lt=first_new_id,
+    ).values_list("message_id", "kind", "link_id").distinct()
+    for message_pk, kind, link_pk in earlier:
+        seen.add((message_pk, kind))
+        if kind == Event.CLICK:
+            seen.add((message_pk, kind, link_pk))
+    firsts = {}
+    for r in human:
+        counters = []
+        if (r.message_pk, r.kind) not in seen:
+            seen.add((r.message_pk, r.kind))
+            counters.append("unique_opens" if r.kind == Event.OPEN else "unique_clicks")
+        if r.kind == Event.CLICK and r.link_pk and (r.message_pk, r.kind, r.link_pk) not in seen:
+            seen.add((r.message_pk, r.kind, r.link_pk))
+            counters.append("link")
+        if counters:
+            firsts[r.pk] = counters
+    return firsts
+
+
+def add_to_buckets(buckets):
+    """{(scope, scope_id, hour): Counter(column=n)} added to StatsBucket rows, one upsert."""
+    _upsert(StatsBucket, ("scope", "scope_id", "hour"), BUCKET_COUNTERS, buckets)
+
+
+def _add_to_links(links):
+    _upsert(LinkStats, ("scope", "scope_id", "link_id"), LINK_COUNTERS, links)
+
+
+def _upsert(model, keys, counters, changes):
+    rows = [(key, counts) for key, counts in sorted(changes.items(), key=lambda item: str(item[0])) if any(counts.values())]
+    if not rows:
+        return
+    table = model._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    row_sql = "(" + ", ".join(["%s"] * (len(keys) + len(counters))) + ")"
+    params = []
+    for key, counts in rows:
+        params += [adapt(v) if isinstance(v, datetime) else v for v in key]
+        params += [counts.get(c, 0) for c in counters]
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(keys + counters)}) VALUES {', '.join([row_sql] * len(rows))}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # --- What the pipeline adds ------------------------------------------------------------------------
@@ -39,8 +137,6 @@ def add_sent(scope, scope_id, count, *, at=None):
     """`count` messages of a broadcast or step were accepted for delivery (one upsert per batch)."""
     if count <= 0 or not scope_id:
         return
-    from .events import add_to_buckets, hour_of
-
     add_to_buckets({(scope, scope_id, hour_of(at or timezone.now())): Counter(sent=count)})
 
 
@@ -50,9 +146,9 @@ def add_sent(scope, scope_id, count, *, at=None):
 def totals(scope, scope_id):
     """Every rollup counter summed over the scope's hours: {counter: n}."""
     sums = StatsBucket.objects.filter(scope=scope, scope_id=scope_id).aggregate(
-        **{name: Sum(name) for name in _counters()}
+        **{name: Sum(name) for name in BUCKET_COUNTERS}
     )
-    return {name: sums[name] or 0 for name in _counters()}
+    return {name: sums[name] or 0 for name in BUCKET_COUNTERS}
 
 
 def broadcast_stats(broadcast):
@@ -113,7 +209,7 @@ def _rates(f):
 
 def timeseries(scope, scope_id, *, hours=None):
     """Hourly figures, oldest first, gaps filled with zeros: [{"hour": datetime, counter: n, …}]."""
-    rows = list(StatsBucket.objects.filter(scope=scope, scope_id=scope_id).order_by("hour").values("hour", *_counters()))
+    rows = list(StatsBucket.objects.filter(scope=scope, scope_id=scope_id).order_by("hour").values("hour", *BUCKET_COUNTERS))
     if not rows:
         return []
     last = rows[-1]["hour"]
@@ -121,7 +217,7 @@ def timeseries(scope, scope_id, *, hours=None):
     by_hour = {row["hour"]: row for row in rows}
     series, hour = [], first
     while hour <= last:
-        series.append(by_hour.get(hour) or {"hour": hour, **{name: 0 for name in _counters()}})
+        series.append(by_hour.get(hour) or {"hour": hour, **{name: 0 for name in BUCKET_COUNTERS}})
         hour += timedelta(hours=1)
     return series
 
@@ -217,8 +313,6 @@ def rebuild(scope, scope_id):
             bucket(hour)["sent"] += sent
         StatsBucket.objects.filter(scope=scope, scope_id=scope_id).delete()
         LinkStats.objects.filter(scope=scope, scope_id=scope_id).delete()
-        from .events import add_to_buckets
-
         add_to_buckets({(scope, scope_id, hour): counts for hour, counts in buckets.items()})
         cursor.execute(_LINKS_SQL, [scope, scope_id, scope, scope_id])
     return len(buckets)

@@ -8,7 +8,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import RequestFactory
 
-from campaigns import composing, events, tokens
+from campaigns import composing, events, stats, tokens
 from campaigns.fastpath import TrackingFastPath
 from campaigns.models import Event, LinkStats, StatsBucket
 from tests.tracking_fixtures import (  # noqa: F401
@@ -27,7 +27,7 @@ def messages():
 
 def bucket_totals(message):
     rows = StatsBucket.objects.filter(scope="broadcast", scope_id=message.broadcast_id)
-    return {name: sum(getattr(row, name) for row in rows) for name in events.BUCKET_COUNTERS}
+    return {name: sum(getattr(row, name) for row in rows) for name in stats.BUCKET_COUNTERS}
 
 
 def stored(kind=None):
