@@ -296,6 +296,9 @@ SEND_SLOT_TTL = env_int("SEND_SLOT_TTL", 60)
 # a subscriber's own signup can ring campaigns.enroll_subscriber for a prompt welcome.
 SEQUENCE_BATCH_SIZE = env_int("SEQUENCE_BATCH_SIZE", 5000)
 SEQUENCE_DISCOVERY_SECONDS = env_int("SEQUENCE_DISCOVERY_SECONDS", 60)
+# A large backlog of due steps is worked by this many database connections at once
+# (one per core of the database machine is about right).
+SEQUENCE_WORKERS = env_int("SEQUENCE_WORKERS", 2)
 
 try:
     ANYMAIL = {"WEBHOOK_SECRET": env.str("ANYMAIL_WEBHOOK_SECRET", default="")}  # or ANYMAIL_WEBHOOK_SECRET_FILE

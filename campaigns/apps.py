@@ -12,5 +12,9 @@ class CampaignsConfig(AppConfig):
         from .hooks import listen_to_lists
 
         listen_to_lists()
+        # Sequences enroll a newly confirmed subscriber at once (a prompt welcome mail).
+        from .sequences import listen_to_lists as enroll_on_confirmation
+
+        enroll_on_confirmation()
         # ESP webhooks: connects the receiver of anymail's `tracking` signal.
         from . import webhooks  # noqa: F401

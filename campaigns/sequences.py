@@ -24,6 +24,7 @@ Enrollment's docstring):
 import logging
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, Exists, F, IntegerField, Max, OuterRef, Q, Subquery, Value, When
@@ -238,6 +239,7 @@ def enable(sequence, *, enroll_existing=None):
         if not again:
             raise SequenceError("The sequence is already running.")
         _ring_sequence(sequence.pk)
+    cache.delete(RUNNING_KEY)
     sequence.refresh_from_db()
     return sequence
 
@@ -460,3 +462,41 @@ def enroll_subscriber(subscriber_id, *, now=None):
             run_sequence(sequence, now=now)
         entered += joined
     return entered
+
+
+# --- Hearing of new subscriptions (lists.events) -------------------------------------------------------
+
+RUNNING_KEY = "campaigns:sequences:on-subscribe"
+PROMPT_LIMIT = 100  # more confirmations at once (a bulk action) are left to the periodic discovery
+
+
+def listen_to_lists():
+    """Hear of confirmed subscriptions through lists' event registry (lists never imports
+    campaigns) and enroll the subscriber right after the commit, so the welcome mail goes
+    within seconds; the scheduler's periodic discovery stays the safety net."""
+    from lists import events
+
+    return events.register(wants=_wants, receive=_on_confirmed)
+
+
+def _wants(event):
+    from lists import events
+
+    return event == events.SUBSCRIPTION_CONFIRMED and _any_subscribe_sequence()
+
+
+def _any_subscribe_sequence():
+    """Whether a running sequence starts on subscribing; asked once a minute per process."""
+    found = cache.get(RUNNING_KEY)
+    if found is None:
+        found = Sequence.objects.filter(status=Sequence.ACTIVE, trigger=Sequence.ON_SUBSCRIBE).exists()
+        cache.set(RUNNING_KEY, found, 60)
+    return found
+
+
+def _on_confirmed(event, payloads):
+    from .tasks import enroll_subscriber as ring
+
+    subscriber_ids = sorted({payload["subscriber"]["id"] for payload in payloads})
+    for subscriber_id in subscriber_ids[:PROMPT_LIMIT]:
+        transaction.on_commit(lambda pk=subscriber_id: ring.delay(pk))

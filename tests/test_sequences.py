@@ -530,3 +530,19 @@ def test_a_yearly_birthday_step_goes_every_year_on_the_day():
     assert [(entry, at.isoformat()) for entry, at in rows] == [
         (1, "2025-03-10T08:00:00+00:00"), (2, "2026-03-10T08:00:00+00:00")]
     assert Enrollment.objects.get(subscriber=no_date).status == Enrollment.FINISHED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_backlog_is_split_between_connections_and_each_step_queued_once():
+    # given 60 due enrollments, batches of 5 and two workers (so the pass splits in two)
+    sequence = build(steps=((0, "days"), (1, "days")))
+    people(sequence.mailing_list, 60)
+    run(T0, sequence)
+    mark_sent(sequence)
+    assert len(scheduler._split(sequence, T0 + DAY, 2, 5)) == 2
+    # when
+    result = scheduler.run_sequence(sequence, now=T0 + DAY, batch_size=5, workers=2)
+    # then
+    assert (result.queued, result.claimed) == (60, 60)
+    assert Message.objects.filter(step__position=2).count() == 60
+    assert scheduler._split(sequence, T0 + DAY, 2, 5) == []  # nothing due any more

@@ -216,3 +216,18 @@ def test_pass_result_counts_what_happened():
     people(sequence.mailing_list, 4)
     result = scheduler.run(now=T0, discover_every=0)
     assert (result.enrolled, result.queued, result.rescheduled, result.finished) == (4, 4, 4, 0)
+
+
+def test_a_confirmed_signup_is_enrolled_at_once_and_gets_the_welcome_mail(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    """lists announces the confirmation (lists.events); campaigns enrolls right after the commit."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    backend_for(smtp_server)
+    sequence = build(steps=((0, "days"), (1, "days")))
+    sequence.mailing_list.opt_in = sequence.mailing_list.SINGLE
+    sequence.mailing_list.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        lists.subscribe(sequence.mailing_list, "New@Example.org", name="Nina New", source="form")
+    assert Enrollment.objects.get().subscriber.email == "New@example.org"
+    assert recipients(smtp_server) == [("New@example.org", "Step 1 for Nina")]
