@@ -13,7 +13,7 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
-from django.db.models import Count, Q
+from django.db.models import Count, ProtectedError, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -132,7 +132,13 @@ def list_delete(request, pk):
     mailing_list = get_object_or_404(MailingList, pk=pk)
     if request.method == "POST":
         name = mailing_list.name
-        mailing_list.delete()
+        try:
+            mailing_list.delete()
+        except ProtectedError as exc:  # e.g. a sequence sends to it (campaigns protects its lists)
+            users = ", ".join(sorted(f"{type(o)._meta.verbose_name} “{o}”" for o in exc.protected_objects))
+            messages.error(request, f"“{name}” is still used by {users}. Delete or change that first; "
+                                    "the list and its subscribers stay as they are.")
+            return redirect("lists:list_detail", pk=pk)
         cache.delete(COUNTS_CACHE_KEY)
         messages.success(request, f"List “{name}” deleted, with its subscriptions. Subscribers on other lists stay.")
         return redirect("lists:list_index")

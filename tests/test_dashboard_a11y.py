@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from tests.browser import sign_in
 from tests.conftest import PASSWORD
-from tests.test_role_matrix import ROLES, _kwargs, dashboard_patterns, world  # noqa: F401  (world is a fixture)
+from tests.test_role_matrix import OWNER, ROLES, _build_world, _kwargs, dashboard_patterns, with_outbox_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -51,10 +51,11 @@ def _pages(ids, client):
             yield url
 
 
-def test_every_page_has_labels_one_heading_and_fits_a_phone(page, live_server, world, client_class):
-    ids, users = world
+def test_every_page_has_labels_one_heading_and_fits_a_phone(page, live_server, client_class):
+    ids, users = _build_world()
+    ids = with_outbox_message(ids)
     client = client_class()
-    client.force_login(users["owner"])
+    client.force_login(users[OWNER])
     urls = list(_pages(ids, client))
     page.set_viewport_size({"width": 390, "height": 844})
     sign_in(page, live_server, "alice", PASSWORD)

@@ -162,3 +162,15 @@ def test_the_index_offers_bulk_actions_to_editors_only(bob_client, victor_client
     assert 'id="bulk-form"' in bob_client.get("/subscribers/").content.decode()
     page = victor_client.get("/subscribers/").content.decode()
     assert 'id="bulk-form"' not in page and 'name="ids"' not in page
+
+
+def test_deleting_a_list_a_sequence_sends_to_is_refused_with_a_reason(bob_client, news, readers):
+    from campaigns.models import Sequence
+    from tests.sending_factories import SenderFactory
+
+    Sequence.objects.create(name="Welcome", mailing_list=news, sender=SenderFactory())
+
+    response = bob_client.post(f"/lists/{news.pk}/delete/", follow=True)
+
+    assert "“News” is still used by sequence “Welcome”." in response.content.decode()
+    assert Subscription.objects.filter(mailing_list=news).count() == 6

@@ -13,16 +13,22 @@ does not take: the role check comes first).
 """
 
 import hashlib
+import uuid
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
 from django.core import mail
+from django.core.management import call_command
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from autoresponder import outbox
 from autoresponder.outbox import OutboxBackend
 from autoresponder.roles import grant
 from lists.models import ImportJob, Segment
+from tests.conftest import PASSWORD
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory, UserFactory
 from tests.sending_factories import BroadcastFactory, SenderFactory, SMTPBackendFactory
 
@@ -80,6 +86,7 @@ ROLES = {
     "campaigns:backend_kind": ADMIN, "campaigns:backend_create": ADMIN, "campaigns:backend_edit": ADMIN,
     "campaigns:backend_test": ADMIN, "campaigns:backend_toggle": ADMIN, "campaigns:backend_delete": ADMIN,
     "campaigns:sender_create": ADMIN, "campaigns:sender_edit": ADMIN, "campaigns:sender_delete": ADMIN,
+    "campaigns:bounce_policy": (VIEWER, ADMIN),  # everyone reads it, admins change it
     "campaigns:hook_index": ADMIN, "campaigns:hook_detail": ADMIN, "campaigns:hook_toggle": ADMIN,
     "campaigns:hook_secret": ADMIN, "campaigns:hook_delete": ADMIN, "campaigns:hook_delivery_retry": ADMIN,
     # Outside the dashboard
@@ -90,7 +97,10 @@ ROLES = {
     "campaigns:unsubscribe": OUTSIDE, "campaigns:click": OUTSIDE, "campaigns:open_pixel": OUTSIDE,
     "campaigns:view_in_browser": OUTSIDE,
 }
-OUTSIDE_PREFIXES = ("api/", "admin/")
+OUTSIDE_PREFIXES = ("api/", "admin/", "webhooks/")  # webhooks: ESPs, authenticated by their own secrets
+# Views that refuse a POST below their role with a message on the same page (a redirect back)
+# instead of a 403; the refusal must still change nothing.
+REFUSED_WITH_A_MESSAGE = {"campaigns:bounce_policy"}
 CAST = ("anonymous", "mallory", VIEWER, EDITOR, ADMIN, OWNER)  # weakest first
 
 
@@ -119,16 +129,18 @@ def test_every_url_pattern_is_declared():
 # --- The world each request runs against ----------------------------------------------------------
 
 
-@pytest.fixture
-def world(alice, bob, victor, mallory):
-    carol = UserFactory(username="carol")
-    grant(carol, ADMIN)
-    tess = UserFactory(username="tess")
-    grant(tess, EDITOR)
+def _member(username, role):
+    user = UserFactory(username=username, password=PASSWORD)
+    grant(user, role)
+    return user
+
+
+def _build_world():
+    users = {"mallory": _member("mallory", None), VIEWER: _member("victor", VIEWER), EDITOR: _member("bob", EDITOR),
+             ADMIN: _member("carol", ADMIN), OWNER: _member("alice", OWNER)}
+    tess = _member("tess", EDITOR)
     subscription = SubscriptionFactory(mailing_list=MailingListFactory(name="Matrix list"))
     sender = SenderFactory()
-    OutboxBackend().send_messages([mail.EmailMessage("Matrix", "Body", "from@example.com", ["to@example.com"])])
-
     ids = {
         "lists": subscription.mailing_list_id, "subscribers": subscription.subscriber_id,
         "imports": ImportJob.objects.create(mailing_list=subscription.mailing_list, file="none.csv").pk,
@@ -136,10 +148,47 @@ def world(alice, bob, victor, mallory):
         "broadcasts": BroadcastFactory(sender=sender, lists=[subscription.mailing_list]).pk,
         "templates": _template().pk, "templates/layouts": _layout().pk,
         "sending": SMTPBackendFactory().pk, "settings/senders": sender.pk, "users": tess.pk,
-        "outbox": outbox.entries(limit=1)[0].name,
+        **_campaign_objects(subscription.mailing_list, sender, users[OWNER]),
     }
-    users = {"mallory": mallory, VIEWER: victor, EDITOR: bob, ADMIN: carol, OWNER: alice}
     return ids, users
+
+
+@pytest.fixture(scope="module")
+def matrix(django_db_setup, django_db_blocker):
+    """The world, built once per module and committed; each test's own changes roll back with it.
+    Afterwards the tables are emptied, as pytest-django does after a transactional test."""
+    with django_db_blocker.unblock():
+        ids, users = _build_world()
+        clients = {actor: _client(Client, users.get(actor)) for actor in CAST}
+    yield ids, users, clients
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+
+
+def with_outbox_message(ids):
+    """The ids plus the name of a message put in this test's outbox folder."""
+    OutboxBackend().send_messages([mail.EmailMessage("Matrix", "Body", "from@example.com", ["to@example.com"])])
+    return {**ids, "outbox": outbox.entries(limit=1)[0].name}
+
+
+@pytest.fixture
+def world(matrix):
+    """(ids, users): the module's world plus a message in this test's outbox folder."""
+    ids, users, _ = matrix
+    return with_outbox_message(ids), users
+
+
+def _campaign_objects(mailing_list, sender, owner):
+    """A sequence with a step, a REST hook with a delivery: ids by the path that names them."""
+    from campaigns.models import Hook, HookDelivery, Sequence, Step
+
+    sequence = Sequence.objects.create(name="Matrix sequence", mailing_list=mailing_list, sender=sender)
+    step = Step.objects.create(sequence=sequence, position=1, subject="Hi", body="<p>Hi</p>")
+    hook = Hook.objects.create(event="subscriber.created", target="https://hooks.example/in", owner=owner)
+    delivery = HookDelivery.objects.create(
+        uid=uuid.uuid4(), hook=hook, event=hook.event, body={}, next_attempt_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(days=1))
+    return {"sequences": sequence.pk, "sequences/steps": step.pk, "hooks": hook.pk, "hooks/deliveries": delivery.pk}
 
 
 def _template():
@@ -200,13 +249,15 @@ def _is_login_redirect(response):
     return response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
-def _check(response, actor, role, method, url):
+def _check(response, actor, role, method, url, *, message_refusal=False):
     allowed = actor not in ("anonymous", "mallory") and CAST.index(actor) >= CAST.index(role)
     where = f"{method} {url} as {actor}"
     if allowed:
         assert response.status_code != 403 and not _is_login_redirect(response), f"{where}: denied, should be allowed"
     elif actor == "anonymous":
         assert _is_login_redirect(response), f"{where}: {response.status_code}, should redirect to sign-in"
+    elif message_refusal and actor != "mallory":
+        assert response.status_code == 302 and response["Location"] == url, f"{where}: should be refused"
     else:
         assert response.status_code == 403, f"{where}: {response.status_code}, should be 403"
     return allowed
@@ -214,17 +265,18 @@ def _check(response, actor, role, method, url):
 
 @pytest.mark.parametrize("name, route", [p for p in dashboard_patterns() if ROLES.get(p[0]) not in (None, OUTSIDE)],
                          ids=lambda value: value if isinstance(value, str) and ":" in value or "/" not in str(value) else "")
-def test_role_matrix(name, route, world, client_class):
-    ids, users = world
+def test_role_matrix(name, route, world, matrix):
+    ids, _ = world
+    clients = matrix[2]
     url = reverse(name, kwargs=_kwargs(route, ids))
-    role = ROLES[name]
-    clients = {actor: _client(client_class, users.get(actor)) for actor in CAST}
+    get_role, post_role = ROLES[name] if isinstance(ROLES[name], tuple) else (ROLES[name], ROLES[name])
+    soft = name in REFUSED_WITH_A_MESSAGE
     for actor in CAST:
-        _check(clients[actor].get(url), actor, role, "GET", url)
+        _check(clients[actor].get(url), actor, get_role, "GET", url)
     # POSTs, weakest first: all the denials, then one look at the database, then the allowed ones
-    before, first_allowed = fingerprint(), CAST.index(role)
+    before, first_allowed = fingerprint(), CAST.index(post_role)
     for actor in CAST[:first_allowed]:
-        _check(clients[actor].post(url, {}), actor, role, "POST", url)
+        _check(clients[actor].post(url, {}), actor, post_role, "POST", url, message_refusal=soft)
     assert fingerprint() == before, f"a denied POST to {url} changed rows"
     for actor in CAST[first_allowed:]:
-        _check(clients[actor].post(url, {}), actor, role, "POST", url)
+        _check(clients[actor].post(url, {}), actor, post_role, "POST", url)
