@@ -180,6 +180,18 @@ def reset_due(sequence, now):
     analyze()
 
 
+def cpu_seconds():
+    """(this process's CPU seconds, its Postgres backend's CPU seconds): a cost that does not
+    depend on what else the machine is doing, unlike the wall-clock rates."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return time.process_time(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def analyze():
     from django.db import connection
 
@@ -285,17 +297,22 @@ def main():
     if queued != due or result.queued != due:
         log(f"MISMATCH: {due:,} due, {result.queued:,} queued by the pass, {queued:,} queued rows in the ledger")
 
-    single_per_s = None
+    single_per_s = cpu_us = None
     if os.environ.get("BENCH_SINGLE", "1") == "1":
         # The same backlog again through one connection, for comparison.
         reset_due(main_sequence, now)
         from django.core.cache import cache
 
         cache.clear()  # the reset put rows back below the scheduler's floor: the next pass must sweep
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         single = scheduler.run_sequence(main_sequence, now=now, workers=1)
         single_per_s = single.queued / (time.perf_counter() - started)
-        log(f"Same pass on one connection: {single.queued:,} queued = {single_per_s:,.0f}/s")
+        python_cpu, postgres_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before))
+        cpu_us = 1e6 * (python_cpu + postgres_cpu) / single.queued
+        log(f"Same pass on one connection: {single.queued:,} queued = {single_per_s:,.0f}/s; CPU per row "
+            f"{cpu_us:.0f} µs (Python {1e6 * python_cpu / single.queued:.0f}, Postgres "
+            f"{1e6 * postgres_cpu / single.queued:.0f}): {1e6 / cpu_us:,.0f}/s on one idle core")
 
     idle = []
     for _ in range(IDLE_REPEATS):
@@ -309,6 +326,7 @@ def main():
     details = {
         "bench": "schedule-details", "pass_seconds": round(seconds, 2), "queued_rows_in_ledger": queued,
         "workers": settings.SEQUENCE_WORKERS, "one_connection_per_s": round(single_per_s) if single_per_s else None,
+        "one_connection_cpu_us_per_row": round(cpu_us) if single_per_s else None,
         "baseline_orm_per_s": round(naive_per_s), "ratio_vs_orm_loop": round(due_per_s / naive_per_s, 1),
         "discovery_ms": round(discovery_ms), "idle_pass_max_ms": round(max(idle), 1),
         "batch_size": settings.SEQUENCE_BATCH_SIZE,
