@@ -362,25 +362,22 @@ def _enrich(records):
 
 
 def _message_rows(pks):
-    """(pk, scope, scope_id, sent_at) of the messages that still exist."""
+    """(pk, scope, scope_id, sent_at) of the messages that still exist. Plain SQL on Postgres:
+    the ORM's row building was a fifth of a 5,000-record drain."""
     if not pks:
         return []
-    fields = ["pk", "broadcast_id", "sent_at"] + (["step_id"] if _has_steps() else [])
-    rows = []
-    for values in Message.objects.filter(pk__in=pks).values_list(*fields):
-        pk, broadcast_id, sent_at = values[:3]
-        step_id = values[3] if len(values) > 3 else None
-        if broadcast_id:
-            rows.append((pk, Event.BROADCAST, broadcast_id, sent_at))
-        elif step_id:
-            rows.append((pk, Event.STEP, step_id, sent_at))
-        else:
-            rows.append((pk, "", None, sent_at))
-    return rows
-
-
-def _has_steps():
-    return any(field.name == "step" for field in Message._meta.get_fields())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, broadcast_id, step_id, sent_at FROM campaigns_message WHERE id = ANY(%s)", [list(pks)]
+            )
+            found = cursor.fetchall()
+    else:
+        found = Message.objects.filter(pk__in=pks).values_list("pk", "broadcast_id", "step_id", "sent_at")
+    return [
+        (pk, Event.BROADCAST if broadcast_id else Event.STEP if step_id else "", broadcast_id or step_id, sent_at)
+        for pk, broadcast_id, step_id, sent_at in found
+    ]
 
 
 _COLUMNS = ("uid", "kind", "message_id", "scope", "scope_id", "link_id", "is_machine", "source", "detail",
@@ -390,11 +387,10 @@ _ROWS_PER_STATEMENT = 1000  # 10 parameters a row, well under Postgres's 65,535
 
 def _insert(records):
     """One INSERT per 1,000 records; returns the records that were not stored before."""
-    uid_field = Event._meta.get_field("uid")
     adapt = connection.ops.adapt_datetimefield_value
     by_uid = {}
     for r in records:
-        by_uid.setdefault(str(uid_field.get_db_prep_value(r.uid, connection)), r)
+        by_uid.setdefault(_uid_key(r.uid), r)
     new = []
     items = list(by_uid.items())
     row_sql = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
@@ -411,8 +407,14 @@ def _insert(records):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             returned = cursor.fetchall()
-        new += [by_uid[str(uid_field.get_db_prep_value(uid, connection))]._replace(pk=pk) for uid, pk in returned]
+        new += [by_uid[_uid_key(uid)]._replace(pk=pk) for uid, pk in returned]
     return new
+
+
+def _uid_key(uid):
+    """The uid as the database spells it: a uuid on Postgres, 32 hex digits on SQLite."""
+    uid = uid if isinstance(uid, uuid.UUID) else uuid.UUID(str(uid))
+    return str(uid) if connection.vendor == "postgresql" else uid.hex
 
 
 # --- REST hooks ---------------------------------------------------------------------------------------
@@ -437,7 +439,7 @@ def _announce(new):
     if not wanted:
         return
     pks = {r.message_pk for records in wanted.values() for r in records}
-    fields = ["pk", "email", "subscriber_id", "broadcast_id"] + (["step_id"] if _has_steps() else [])
+    fields = ["pk", "email", "subscriber_id", "broadcast_id", "step_id"]
     messages = {row["pk"]: row for row in Message.objects.filter(pk__in=pks).values(*fields)}
     link_pks = {r.link_pk for r in wanted.get("message.clicked", ()) if r.link_pk}
     urls = dict(Link.objects.filter(pk__in=link_pks).values_list("pk", "url")) if link_pks else {}
