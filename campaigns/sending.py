@@ -120,7 +120,7 @@ class Batch:
         self.limits = ratelimit.Limits.of(backend)
         self.allowance = 0
         self.delays = backend.retry_delays()
-        self.lease_deadline = time.monotonic() + knob("SEND_LEASE_SECONDS")
+        self.lease_renewed = 0.0  # renewed before the first message: opening the connection may have taken long
         self.next_check = time.monotonic() + STATUS_CHECK_EVERY
 
     def run(self, job):
@@ -201,12 +201,14 @@ class Batch:
             if not self._still_sending():
                 return False
             self._recheck_rest()
-        if self.lease_deadline - now < knob("SEND_LEASE_SECONDS") / 2:
+        # Renewed after a fifth of the lease, so only a worker stalled for 4/5 of it (frozen,
+        # swapped out) can lose its rows to the reaper while alive.
+        if now - self.lease_renewed > knob("SEND_LEASE_SECONDS") / 5:
             if not ledger.extend_lease(self.token, knob("SEND_LEASE_SECONDS")):
                 log.error("Lease %s was taken over; stopping this batch.", self.token)
                 self.position = len(self.rows)
                 return False
-            self.lease_deadline = now + knob("SEND_LEASE_SECONDS")
+            self.lease_renewed = now
         return self._take_rate()
 
     def _recheck_rest(self):
@@ -346,6 +348,14 @@ def send_batch(broadcast_id, *, token=None):
     if backend is None:
         log.warning("Broadcast %s waits: no sending backend is active and reachable.", broadcast_id)
         return BatchResult(stop=True)
+    try:
+        # Compiled before the lease starts: a process's first batch also pays for imports.
+        job = Job.for_broadcast(broadcast)
+    except NotSendable as exc:  # the whole broadcast is broken: pause it with the reason
+        from .broadcasts import pause
+
+        pause(broadcast, reason=str(exc))
+        return BatchResult(stop=True)
     token = token or ledger.new_lease_token()
     rows, skipped = ledger.claim(
         broadcast, limit=batch_limit(backend), lease_seconds=knob("SEND_LEASE_SECONDS"), token=token
@@ -353,24 +363,14 @@ def send_batch(broadcast_id, *, token=None):
     result = BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
     try:
         if rows:
-            _send_rows(broadcast, backend, rows, token, result)
+            _send_rows(Batch(broadcast, backend, rows, token), job, result)
     finally:
         ledger.add_counts(broadcast_id, result.counts)
     stats.add_sent(Event.BROADCAST, broadcast_id, result.counts[Message.SENT])
     return result
 
 
-def _send_rows(broadcast, backend, rows, token, result):
-    try:
-        job = Job.for_broadcast(broadcast)
-    except NotSendable as exc:  # the whole broadcast is broken: pause it with the reason
-        from .broadcasts import pause
-
-        ledger.release([r["pk"] for r in rows], token)
-        pause(broadcast, reason=str(exc))
-        result.stop = True
-        return
-    batch = Batch(broadcast, backend, rows, token)
+def _send_rows(batch, job, result):
     try:
         batch.run(job)
     finally:
