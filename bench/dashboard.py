@@ -58,6 +58,7 @@ def _environment(data_dir):
         "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://testserver",
         "ALLOWED_HOSTS": "testserver", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
         "LOG_LEVEL": "WARNING", "REDIS_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1",
+        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
     })
 
 
@@ -343,9 +344,10 @@ def main():
             log("seeded in " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         results, baseline = time_pages(owner)
     finally:
-        from django.db import connections
+        if "django" in sys.modules and sys.modules["django"].apps.apps.ready:
+            from django.db import connections
 
-        connections.close_all()
+            connections.close_all()
         if os.environ.get("BENCH_KEEP") != "1" and not reuse:
             _psql(f"DROP DATABASE IF EXISTS {DATABASE}")
     worst = max(results, key=lambda r: r[3])

@@ -3,7 +3,8 @@ Stored XSS, in a real browser: a script payload saved in every field that comes
 from outside or from another user (subscriber name, attribute key and value,
 list name, tag, consent user agent, template name/subject/body, segment name,
 broadcast name and subject, sender, backend name and its last error, an
-imported file's name, a captured mail's subject), then every dashboard page
+imported file's name, a captured mail's subject, a sequence and its step, a
+REST hook's target and a receiving server's error), then every dashboard page
 that shows them is opened. The payload must appear as text, escaped, and never
 run: window.__xss stays undefined, no <img src=x> or injected <script> exists,
 and the console stays clean (tests.browser fails the test on any console error,
@@ -17,7 +18,7 @@ from django.core import mail
 from django.utils import timezone
 
 from autoresponder.outbox import OutboxBackend
-from campaigns.models import Event, Layout, Link, Message, Template
+from campaigns.models import Event, Hook, HookDelivery, Layout, Link, Message, Sequence, Step, Template
 from lists.models import ImportJob, MailingList, Segment, Subscriber, Subscription, Tag
 from tests.browser import sign_in
 from tests.conftest import PASSWORD
@@ -55,6 +56,13 @@ def poisoned(alice):
                          scope_id=broadcast.pk, detail=PAYLOAD, created_at=timezone.now())
     job = ImportJob.objects.create(mailing_list=mailing_list, file="x.csv", original_name=PAYLOAD,
                                    status=ImportJob.DONE, errors=[{"line": 2, "reason": PAYLOAD}])
+    sequence = Sequence.objects.create(name=PAYLOAD, mailing_list=mailing_list, sender=sender)
+    Step.objects.create(sequence=sequence, position=1, name=PAYLOAD, subject=PAYLOAD, body=f"<p>{PAYLOAD}</p>")
+    hook = Hook.objects.create(event="subscriber.created", target=f"https://hooks.example/?q={PAYLOAD}", owner=alice,
+                               is_active=False, disabled_at=timezone.now(), disabled_reason=PAYLOAD)
+    HookDelivery.objects.create(
+        uid=uuid.uuid4(), hook=hook, event=hook.event, body={}, next_attempt_at=timezone.now(), last_status=500,
+        expires_at=timezone.now(), last_error=PAYLOAD, attempt_log=[{"at": "now", "status": 500, "ms": 3, "error": PAYLOAD}])
     OutboxBackend().send_messages([mail.EmailMessage(PAYLOAD, PAYLOAD, "a@example.org", ["b@example.org"])])
     return [
         "/", "/lists/", f"/lists/{mailing_list.pk}/", f"/lists/{mailing_list.pk}/edit/",
@@ -63,6 +71,7 @@ def poisoned(alice):
         f"/imports/{job.pk}/", "/templates/", f"/templates/{template.pk}/", f"/templates/{template.pk}/edit/",
         "/broadcasts/", f"/broadcasts/{broadcast.pk}/", "/broadcasts/new/",
         "/settings/", "/sending/", f"/sending/{backend.pk}/", "/outbox/",
+        "/sequences/", f"/sequences/{sequence.pk}/", "/hooks/", f"/hooks/{hook.pk}/",
     ]
 
 
