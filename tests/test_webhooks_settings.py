@@ -1,6 +1,10 @@
 """Production refuses to start without the ESP webhooks' shared secret."""
 
+import pytest
+
 from tests.test_settings import manage, without
+
+pytestmark = pytest.mark.slow  # each test starts a manage.py process
 
 
 def test_production_refuses_to_start_without_the_webhook_secret(tmp_path):
