@@ -5,10 +5,10 @@ Three grouped queries, each served by an index: new subscribers per day
 (Subscriber.created_at), unsubscribes per day (the partial index on
 Subscription.unsubscribed_at) and the subscribers older than the window (an
 index-only count on created_at). With a million subscribers the first and last
-together read the whole created_at index once (~150 ms on 2 shared cores, see
-bench/dashboard.py), so the finished days are kept for an hour: the past barely
-moves (only deletions lower it), and today's figures are read live from the end
-of the index, which is cheap.
+together read the whole created_at index once (~250 ms on 2 shared cores, see
+bench/dashboard.py; one pass with a CASE per row was slower, ~400 ms), so the
+finished days are kept for an hour: the past barely moves (only deletions lower
+it), and today's figures are read live from the end of the index, which is cheap.
 
 "Subscribers" counts the people on file at the end of each day who are still
 on file now (a deleted subscriber leaves no trace to count).
