@@ -172,11 +172,11 @@ def cancel(broadcast):
         moved = Broadcast.objects.filter(
             pk=broadcast.pk, status__in=[Broadcast.DRAFT, Broadcast.SCHEDULED, Broadcast.SENDING, Broadcast.PAUSED]
         ).update(status=Broadcast.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now())
-        if moved:
-            Message.objects.filter(broadcast=broadcast, status__in=Message.CLAIMABLE).update(
+        if moved:  # counted here; batches in flight count what they send and hand back
+            cancelled = Message.objects.filter(broadcast=broadcast, status__in=Message.CLAIMABLE).update(
                 status=Message.CANCELLED, updated_at=timezone.now()
             )
-            ledger.recount(broadcast.pk)
+            ledger.add_counts(broadcast.pk, {Message.CANCELLED: cancelled})
     broadcast.refresh_from_db()
     return bool(moved)
 

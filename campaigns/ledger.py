@@ -131,6 +131,13 @@ def new_lease_token():
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+# What a batch needs of each claimed row (campaigns.composing.Job.envelope reads these).
+ROW_FIELDS = (
+    "pk", "email", "attempts", "first_attempt_at", "subscriber_id", "subscriber__email", "subscriber__name",
+    "subscriber__attributes", "subscriber__time_zone",
+)
+
+
 def claim(broadcast, *, limit, lease_seconds, token):
     """Lease up to `limit` due rows of a sending broadcast; returns the sendable ones.
 
@@ -138,12 +145,22 @@ def claim(broadcast, *, limit, lease_seconds, token):
     suppressed, blocklisted or erased are marked `skipped` with the reason.
     Returns (rows to send as dicts in id order, number skipped).
     """
+    return claim_due(
+        Message.objects.filter(broadcast=broadcast), broadcast, limit=limit, lease_seconds=lease_seconds,
+        token=token, active=lambda: Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.SENDING).exists(),
+    )
+
+
+def claim_due(messages, audience, *, limit, lease_seconds, token, active):
+    """claim() for any set of ledger rows (a broadcast's, a sequence step's): `audience.lists`
+    are the lists whose confirmed subscribers may still be mailed; `active()` is asked in the
+    claim's transaction whether the sender still wants its rows sent."""
     now = timezone.now()
     with transaction.atomic():
-        if not Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.SENDING).exists():
+        if not active():
             return [], 0
         due = (
-            Message.objects.filter(broadcast=broadcast, status__in=Message.CLAIMABLE, next_attempt_at__lte=now)
+            messages.filter(status__in=Message.CLAIMABLE, next_attempt_at__lte=now)
             .order_by("next_attempt_at", "id").select_for_update(skip_locked=True).values_list("pk", flat=True)
         )
         ids = list(due[:limit])
@@ -152,13 +169,8 @@ def claim(broadcast, *, limit, lease_seconds, token):
         Message.objects.filter(pk__in=ids).update(
             status=Message.SENDING, leased_by=token, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
         )
-        skipped = len(_skip_unmailable(broadcast, ids, now))
-        rows = list(
-            Message.objects.filter(pk__in=ids, status=Message.SENDING).order_by("pk").values(
-                "pk", "email", "attempts", "first_attempt_at", "subscriber_id", "subscriber__email", "subscriber__name",
-                "subscriber__attributes", "subscriber__time_zone",
-            )
-        )
+        skipped = len(_skip_unmailable(audience, ids, now))
+        rows = list(Message.objects.filter(pk__in=ids, status=Message.SENDING).order_by("pk").values(*ROW_FIELDS))
     return rows, skipped
 
 
@@ -357,9 +369,12 @@ def reap(*, now=None, limit=10_000):
 
 def cancel_pending_of_cancelled():
     """Rows put back in the queue after their broadcast was cancelled are cancelled too."""
-    return Message.objects.filter(
-        status__in=Message.CLAIMABLE, broadcast__status=Broadcast.CANCELLED
-    ).update(status=Message.CANCELLED, updated_at=timezone.now())
+    pending = Message.objects.filter(status__in=Message.CLAIMABLE, broadcast__status=Broadcast.CANCELLED)
+    per_broadcast = dict(pending.values_list("broadcast_id").annotate(n=Count("pk")).order_by())
+    pending.update(status=Message.CANCELLED, updated_at=timezone.now())
+    for broadcast_id, n in per_broadcast.items():
+        add_counts(broadcast_id, {Message.CANCELLED: n})
+    return sum(per_broadcast.values())
 
 
 # --- Completion ------------------------------------------------------------------------------

@@ -189,8 +189,10 @@ class Batch:
 
     def _hand_back(self, *, delay, status=None):
         rest = [row["pk"] for row in self.rows[self.position:] if row["pk"] not in self.skipped]
-        ledger.release(rest, self.token, delay=delay, status=status)
+        released = ledger.release(rest, self.token, delay=delay, status=status)
         self.position = len(self.rows)
+        if status:
+            self.counts[status] += released
 
     # -- checks between messages --
 
@@ -388,15 +390,24 @@ def _slot_key(broadcast_id, slot):
 def run_slot(broadcast_id, slot, *, budget=None):
     """Send batches for up to `budget` seconds; returns True when work remains
     (the task then rings itself again, so a slot is one chain of short tasks)."""
+    if run_slice(_slot_key(broadcast_id, slot), lambda: send_batch(broadcast_id), budget=budget,
+                 label=f"broadcast {broadcast_id}, slot {slot}"):
+        return True
+    ledger.finish_if_done(broadcast_id)
+    return False
+
+
+def run_slice(key, send, *, budget=None, label=""):
+    """Call `send()` (one batch) for up to `budget` seconds, keeping the slot `key` alive;
+    True when work remains. A sequence step's slots run the same way (campaigns.step_sending)."""
     budget = knob("SEND_SLICE_SECONDS") if budget is None else budget
     deadline = time.monotonic() + budget
-    key = _slot_key(broadcast_id, slot)
     while time.monotonic() < deadline:
         cache.set(key, time.time(), timeout=knob("SEND_SLOT_TTL"))
         try:
-            result = send_batch(broadcast_id)
+            result = send()
         except (OperationalError, InterfaceError) as exc:  # Postgres restarted: the next batch reconnects
-            log.warning("Database error in broadcast %s, slot %s: %s", broadcast_id, slot, exc)
+            log.warning("Database error in %s: %s", label, exc)
             connection.close()
             time.sleep(1)
             continue
@@ -405,7 +416,6 @@ def run_slot(broadcast_id, slot, *, budget=None):
     else:
         return True
     cache.delete(key)
-    ledger.finish_if_done(broadcast_id)
     return False
 
 

@@ -142,6 +142,7 @@ def test_cancel_cancels_pending_messages_and_keeps_sent_ones(draft):
     Broadcast.objects.filter(pk=draft.pk).update(status=Broadcast.SENDING)
     ledger.fan_out(draft, send_at=timezone.now())
     Message.objects.filter(pk=draft.messages.order_by("pk").first().pk).update(status=Message.SENT)
+    Broadcast.objects.filter(pk=draft.pk).update(sent_count=1)  # as the pipeline counts it
     assert broadcasts.cancel(draft) is True
     assert broadcasts.cancel(draft) is False
     assert sorted(draft.messages.values_list("status", flat=True)) == ["cancelled", "cancelled", "sent"]
@@ -197,3 +198,26 @@ def test_test_send_reports_a_refusal(draft, smtp_server):
     smtp_server.rcpt_replies["proof@alice.example"] = "550 5.1.1 No such user"
     ok, text = broadcasts.test_send(draft, "proof@alice.example")
     assert ok is False and text.endswith("did not accept it: 550 5.1.1 No such user")
+
+
+def test_cancel_during_a_batch_counts_every_message_once(draft, smtp_server, monkeypatch):
+    from campaigns import sending
+
+    # given: the broadcast is cancelled after the first message of a batch of three
+    monkeypatch.setattr(sending, "STATUS_CHECK_EVERY", 0)
+    backend_for(smtp_server)
+    Broadcast.objects.filter(pk=draft.pk).update(status=Broadcast.SENDING)
+    ledger.fan_out(draft, send_at=timezone.now())
+    original = sending.Batch._apply
+
+    def apply_then_cancel(batch, row, outcome, message_id):
+        original(batch, row, outcome, message_id)
+        broadcasts.cancel(Broadcast.objects.get(pk=draft.pk))
+
+    monkeypatch.setattr(sending.Batch, "_apply", apply_then_cancel)
+    # when
+    sending.send_batch(draft.pk)
+    # then
+    assert sorted(draft.messages.values_list("status", flat=True)) == ["cancelled", "cancelled", "sent"]
+    progress = broadcasts.progress(draft)
+    assert (progress["sent"], progress["cancelled"], progress["pending"]) == (1, 2, 0)
