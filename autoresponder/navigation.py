@@ -8,6 +8,7 @@ ENTRIES = (
     ("Overview", "home", "viewer"),
     ("Lists", "lists:list_index", "viewer"),
     ("Subscribers", "lists:subscriber_index", "viewer"),
+    ("Segments", "lists:segment_index", "viewer"),
     ("Sequences", "campaigns:sequence_index", "viewer"),
     ("Broadcasts", "campaigns:broadcast_index", "viewer"),
     ("Templates", "campaigns:template_index", "viewer"),
