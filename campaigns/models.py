@@ -470,12 +470,16 @@ class Enrollment(models.Model):
 
     # Every index here is rewritten whenever the scheduler advances a row (the updates
     # are never HOT: next_step_at is indexed), so there are as few as the queries need:
-    # `sequence` is covered by enrollment_unique, and the step links have no index
+    # `subscriber` is covered by enrollment_unique (subscriber first: a subscriber's
+    # enrollments, and the cascade when one is deleted), `sequence` by enrollment_due
+    # and enrollment_status, and the step links have no index
     # (deleting a step scans the sequence's enrollments once, a rare edit) and no
     # database constraint (whose check would run twice per advanced row): the
     # scheduler treats a step id it does not know as a deleted step and plans again.
     sequence = models.ForeignKey(Sequence, on_delete=models.CASCADE, related_name="enrollments", db_index=False)
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="sequence_enrollments")
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.CASCADE, related_name="sequence_enrollments", db_index=False
+    )
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=ACTIVE)
     exit_reason = models.CharField(max_length=12, choices=EXIT_CHOICES, blank=True)
     source = models.CharField(max_length=10, blank=True, help_text="What brought them in: subscribe, tag, api, existing.")
@@ -498,7 +502,7 @@ class Enrollment(models.Model):
         constraints = [
             # ON CONFLICT target of campaigns.scheduler.discover(): each subscriber enters once;
             # re-entry moves the same row to its next `entry`.
-            models.UniqueConstraint(fields=["sequence", "subscriber"], name="enrollment_unique"),
+            models.UniqueConstraint(fields=["subscriber", "sequence"], name="enrollment_unique"),
         ]
         indexes = [
             # The scheduler's queue: campaigns.scheduler.claim() reads due enrollments of one
