@@ -69,15 +69,17 @@ class StepAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause (subscribers skip these steps)")
     def pause_steps(self, request, queryset):
-        for step in queryset:
-            sequences.set_step_active(step, False)
-        self.message_user(request, f"{queryset.count()} step(s) paused.", messages.SUCCESS)
+        self._set_active(request, queryset, False)
 
     @admin.action(description="Resume")
     def resume_steps(self, request, queryset):
-        for step in queryset:
-            sequences.set_step_active(step, True)
-        self.message_user(request, f"{queryset.count()} step(s) resumed.", messages.SUCCESS)
+        self._set_active(request, queryset, True)
+
+    def _set_active(self, request, queryset, is_active):
+        steps = list(queryset.select_related("sequence"))
+        for step in steps:
+            sequences.set_step_active(step, is_active)
+        self.message_user(request, f"{len(steps)} step(s) {'resumed' if is_active else 'paused'}.", messages.SUCCESS)
 
     def delete_model(self, request, obj):
         sequences.delete_step(obj)

@@ -48,7 +48,7 @@ from django.utils import timezone
 from lists.models import Subscriber
 
 from . import scheduling
-from .models import Enrollment, Message, Sequence, Step
+from .models import Enrollment, Message, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,7 @@ SELECT e.id, e.subscriber_id, e.entry, e.position, e.last_step_id, e.next_step_i
          WHEN EXISTS (SELECT 1 FROM lists_suppression x WHERE x.email = lower(s.email)) THEN 'suppressed'
          WHEN NOT EXISTS (SELECT 1 FROM lists_subscription m WHERE m.subscriber_id = e.subscriber_id
                           AND m.mailing_list_id = %s AND m.status = 'confirmed') THEN 'unsubscribed'
-         WHEN EXISTS (SELECT 1 FROM {tag_rows} t WHERE t.subscriber_id = e.subscriber_id AND t.tag_id = %s)
-             THEN 'exit_tag'
-         ELSE '' END,
+{exit_tag}         ELSE '' END,
     EXISTS (SELECT 1 FROM campaigns_message p WHERE p.subscriber_id = e.subscriber_id AND p.step_id = e.last_step_id
             AND p.entry = e.entry AND p.step_id IS NOT NULL AND p.status IN ('queued', 'retry', 'sending')){attributes}
 FROM campaigns_enrollment e
@@ -178,6 +176,11 @@ JOIN lists_subscriber s ON s.id = e.subscriber_id
 WHERE e.sequence_id = %s AND e.status = 'active' AND e.next_step_at <= %s AND e.next_step_at >= %s
 ORDER BY e.next_step_at
 LIMIT %s{lock}
+"""
+
+
+_EXIT_TAG = """         WHEN EXISTS (SELECT 1 FROM {tag_rows} t WHERE t.subscriber_id = e.subscriber_id AND t.tag_id = %s)
+             THEN 'exit_tag'
 """
 
 
@@ -192,13 +195,14 @@ def claim(plan, limit):
     sequence = plan.sequence
     sql = _CLAIM.format(
         attributes=", s.attributes" if plan.needs_attributes else "",
-        tag_rows=Subscriber.tags.through._meta.db_table,
+        exit_tag=_EXIT_TAG.format(tag_rows=Subscriber.tags.through._meta.db_table) if sequence.exit_tag_id else "",
         lock=" FOR UPDATE OF e SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
     )
     now = connection.ops.adapt_datetimefield_value(min(plan.now, plan.ceiling or plan.now))
     with connection.cursor() as cursor:
         floor = connection.ops.adapt_datetimefield_value(plan.floor)
-        cursor.execute(sql, [sequence.mailing_list_id, sequence.exit_tag_id, sequence.pk, now, floor, limit])
+        tag = [sequence.exit_tag_id] if sequence.exit_tag_id else []
+        cursor.execute(sql, [sequence.mailing_list_id, *tag, sequence.pk, now, floor, limit])
         rows = cursor.fetchall()
     if connection.vendor != "postgresql":
         rows = [_typed(row) for row in rows]

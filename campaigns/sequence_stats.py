@@ -2,15 +2,15 @@
 Figures of a sequence: where its subscribers are, what each step's mail became,
 and the funnel through the steps.
 
-Only what the ledger and the enrollments know is shown: messages sent, failed,
-skipped, still pending; bounces (failed messages whose address is now suppressed
-as a hard bounce); who left after which step and why. Deliveries, opens and
-clicks need tracking events, which do not exist yet, so they are left out rather
-than guessed.
+From the ledger and the enrollments: messages sent, failed, skipped, still
+pending; hard bounces (failed messages whose address is now suppressed); who
+left after which step and why. From the tracking rollups (campaigns.stats,
+kept per step and hour): deliveries, unique opens and clicks, bounces,
+complaints and unsubscribes.
 
-The counts are GROUP BY queries on indexed columns (`message_step_status`,
-`enrollment_progress`) and are cached for CACHE_SECONDS, so a busy dashboard
-does not count millions of rows on every page view.
+The ledger counts are GROUP BY queries on indexed columns (`message_step_status`,
+`enrollment_status`), and everything is cached for CACHE_SECONDS, so a busy
+dashboard does not count millions of rows on every page view.
 """
 
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from django.db.models.functions import Lower
 
 from lists.models import Suppression
 
+from . import stats
 from .models import Enrollment, Message
 
 CACHE_SECONDS = 30
@@ -39,6 +40,7 @@ class StepFigures:
     cancelled: int = 0
     left_after: dict = field(default_factory=dict)  # exit reason label -> count
     waiting: int = 0  # active enrollments whose next step this is
+    tracking: dict = field(default_factory=dict)  # campaigns.stats.step_stats()
 
     @property
     def unsubscribed_after(self):
@@ -90,6 +92,8 @@ def _count(sequence):
     per_step = {s.pk: StepFigures(step=s) for s in steps}
     _count_messages(sequence, per_step)
     _count_positions(sequence, per_step)
+    for figures_ in per_step.values():
+        figures_.tracking = stats.step_stats(figures_.step.pk)
     result.steps = [per_step[s.pk] for s in steps]
     return result
 

@@ -19,11 +19,10 @@ differs is small and lives here:
 import logging
 import time
 from collections import Counter
-from datetime import timedelta
 from types import SimpleNamespace
 
 from django.core.cache import cache
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from lists.models import MailingList
@@ -35,10 +34,6 @@ from .models import Message, Sequence, Step
 log = logging.getLogger(__name__)
 
 _JOBS = {}
-ROW_FIELDS = (
-    "pk", "email", "attempts", "first_attempt_at", "subscriber_id", "subscriber__email", "subscriber__name",
-    "subscriber__attributes", "subscriber__time_zone",
-)
 
 
 # --- What a step looks like to the pipeline -----------------------------------------------------------
@@ -84,25 +79,11 @@ def claim(step, *, limit, lease_seconds, token):
     As campaigns.ledger.claim: rows whose subscriber meanwhile left the list, was
     suppressed, blocklisted or erased are marked `skipped` with the reason.
     """
-    now = timezone.now()
-    with transaction.atomic():
-        if not Sequence.objects.filter(pk=step.sequence_id, status=Sequence.ACTIVE).exists():
-            return [], 0
-        due = (
-            Message.objects.filter(step=step, status__in=Message.CLAIMABLE, next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "id").select_for_update(skip_locked=True).values_list("pk", flat=True)
-        )
-        ids = list(due[:limit])
-        if not ids:
-            return [], 0
-        Message.objects.filter(pk__in=ids).update(
-            status=Message.SENDING, leased_by=token, lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-        )
-        audience = SimpleNamespace(lists=MailingList.objects.filter(pk=step.sequence.mailing_list_id))
-        skipped = len(ledger._skip_unmailable(audience, ids, now))
-        rows = list(Message.objects.filter(pk__in=ids, status=Message.SENDING).order_by("pk").values(*ROW_FIELDS))
-    return rows, skipped
+    audience = SimpleNamespace(lists=MailingList.objects.filter(pk=step.sequence.mailing_list_id))
+    return ledger.claim_due(
+        Message.objects.filter(step=step), audience, limit=limit, lease_seconds=lease_seconds, token=token,
+        active=lambda: Sequence.objects.filter(pk=step.sequence_id, status=Sequence.ACTIVE).exists(),
+    )
 
 
 # --- One batch ----------------------------------------------------------------------------------------
@@ -179,24 +160,8 @@ def _slot_key(step_id, slot):
 
 def run_slot(step_id, slot, *, budget=None):
     """Send batches of a step for up to `budget` seconds; True when work remains."""
-    budget = sending.knob("SEND_SLICE_SECONDS") if budget is None else budget
-    deadline = time.monotonic() + budget
-    key = _slot_key(step_id, slot)
-    while time.monotonic() < deadline:
-        cache.set(key, time.time(), timeout=sending.knob("SEND_SLOT_TTL"))
-        try:
-            result = send_batch(step_id)
-        except (OperationalError, InterfaceError) as exc:  # Postgres restarted: the next batch reconnects
-            log.warning("Database error in step %s, slot %s: %s", step_id, slot, exc)
-            connection.close()
-            time.sleep(1)
-            continue
-        if result.stop or not result.claimed:
-            break
-    else:
-        return True
-    cache.delete(key)
-    return False
+    return sending.run_slice(_slot_key(step_id, slot), lambda: send_batch(step_id), budget=budget,
+                             label=f"step {step_id}, slot {slot}")
 
 
 def ring(step_id):

@@ -122,6 +122,7 @@ def test_figures_count_what_the_ledger_and_the_enrollments_know(smtp_server):
     first, second = figures.steps
     assert (first.sent, first.failed, first.bounced, first.unsubscribed_after) == (2, 1, 1, 1)
     assert (second.sent, second.failed, second.waiting) == (1, 0, 0)
+    assert (first.tracking["sent"], second.tracking["sent"]) == (2, 1)  # the tracking rollups agree
     assert (figures.entered, figures.active, figures.finished) == (3, 0, 1)
     assert figures.exits == [("Address suppressed", 1), ("Unsubscribed from the list", 1)]
     assert [(label, n, p) for label, n, p in figures.funnel()] == [
