@@ -4,7 +4,7 @@ import smtplib
 
 from celery import shared_task
 
-from . import importing, services
+from . import bulk_jobs, importing, services
 from .models import ImportJob
 
 
@@ -40,3 +40,12 @@ def send_import_confirmations(job_id, after_id=0):
     last = importing.request_import_confirmations(job, after_id=after_id) if job else None
     if last is not None:
         send_import_confirmations.delay(job_id, last)
+
+
+# --- Bulk actions on many subscribers (lists.bulk_jobs) ---------------------------------------
+
+
+@shared_task(name="lists.run_bulk_action", ignore_result=True)
+def run_bulk_action(job_id):
+    """Tag, untag, unsubscribe or delete a large set of subscribers in chunks; safe to deliver twice."""
+    bulk_jobs.run(job_id)

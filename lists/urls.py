@@ -21,6 +21,7 @@ urlpatterns = [
     path("subscribers/<int:pk>/wipe/", views.subscriber_wipe, name="subscriber_wipe"),
     path("subscribers/<int:pk>/export/", views.subscriber_export, name="subscriber_export"),
     path("subscribers/bulk/", views_bulk.subscriber_bulk, name="subscriber_bulk"),
+    path("subscribers/bulk/<str:job_id>/", views_bulk.subscriber_bulk_job, name="subscriber_bulk_job"),
     # Import, export, segments (lists.views_transfer)
     path("lists/<int:pk>/import/", views_transfer.import_start, name="import_start"),
     path("imports/<int:pk>/", views_transfer.import_detail, name="import_detail"),

@@ -182,13 +182,12 @@ def list_add_subscriber(request, pk):
 # --- Subscribers ---------------------------------------------------------------------------
 
 
-def _filters(request, params=None):
-    """The index filters from the query string (or `params`, e.g. a bulk action's POST); malformed
-    values are dropped, never an error.
+def _filters(request):
+    """The index filters from the query string; malformed values are dropped, never an error.
 
     Returns (filters, matches_nobody): a list id or tag name that names nothing matches nobody.
     """
-    params = request.GET if params is None else params
+    params = request.GET
     list_id, tag_name = params.get("list", ""), params.get("tag", "").strip()
     mailing_list = MailingList.objects.filter(pk=list_id).first() if list_id.isdigit() else None
     tag = Tag.objects.filter(name=tag_name).first() if tag_name else None

@@ -174,3 +174,68 @@ def test_deleting_a_list_a_sequence_sends_to_is_refused_with_a_reason(bob_client
 
     assert "“News” is still used by sequence “Welcome”." in response.content.decode()
     assert Subscription.objects.filter(mailing_list=news).count() == 6
+
+
+# --- Large sets: in the background, with a progress page (lists.bulk_jobs) -------------------------
+
+
+def test_a_large_set_runs_in_the_background_with_a_progress_page(bob_client, readers, news, monkeypatch,
+                                                                    django_capture_on_commit_callbacks):
+    from lists import bulk_jobs
+
+    monkeypatch.setattr(bulk_jobs, "INLINE_MAX", 3)
+    monkeypatch.setattr(bulk_actions, "CHUNK", 4)
+    fields = {"action": "tag", "scope": "filter", "list": str(news.pk), "tag_name": "spring"}
+
+    confirm = bob_client.post(BULK, fields)
+    assert "That many run in the background" in confirm.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = bob_client.post(BULK, {**fields, "confirmed": "1"})
+
+    assert response.status_code == 302 and response["Location"].startswith("/subscribers/bulk/")
+    page = bob_client.get(response["Location"]).content.decode()
+    assert "Add the tag “spring” to 6 subscribers" in page
+    assert '<span class="percent">100%</span> · 6 subscribers done' in page
+    assert "Tagged 6 subscriber(s) with “spring”." in page
+    assert Tag.objects.get(name="spring").subscribers.count() == 6
+
+
+def test_a_job_reports_its_progress_chunk_by_chunk(readers, monkeypatch):
+    monkeypatch.setattr(bulk_actions, "CHUNK", 4)
+    seen = []
+
+    changed = bulk_actions.apply_in_chunks("tag", Subscriber.objects.all(), tag_name="vip",
+                                           on_chunk=lambda done, n: seen.append((done, n)))
+
+    assert changed == 6 and seen == [(4, 4), (6, 6)]
+
+
+def test_a_job_delivered_twice_runs_once(bob, readers, django_capture_on_commit_callbacks):
+    from lists import bulk_jobs
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = bulk_jobs.start({"action": "delete", "ids": [s.pk for s in readers[:2]]}, total=2, user=bob)
+    bulk_jobs.run(job_id)
+    newcomer = Subscriber.objects.create(email="reader0@example.org")  # a new row that happens to get…
+    Subscriber.objects.filter(pk=newcomer.pk).update(id=readers[0].pk)  # …the deleted id back
+    bulk_jobs.run(job_id)  # the job is done: a second delivery changes nothing
+
+    assert bulk_jobs.get(job_id)["status"] == "done" and bulk_jobs.get(job_id)["changed"] == 2
+    assert Subscriber.objects.filter(email="reader0@example.org").exists()
+
+
+def test_a_failed_job_says_how_far_it_got_and_what_to_do(bob_client, bob, readers, django_capture_on_commit_callbacks):
+    from lists import bulk_jobs
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = bulk_jobs.start({"action": "explode", "ids": [readers[0].pk], "summary": "Explode",
+                                  "back": "/subscribers/"}, total=1, user=bob)
+    with pytest.raises(ValueError, match="Unknown bulk action"):
+        bulk_jobs.run(job_id)
+
+    page = bob_client.get(f"/subscribers/bulk/{job_id}/").content.decode()
+    assert "The action stopped after 0 of 1 subscribers." in page and "start the same action again" in page
+
+
+def test_an_unknown_job_is_not_found(bob_client):
+    assert bob_client.get("/subscribers/bulk/no-such-job/").status_code == 404

@@ -54,7 +54,7 @@ ROLES = {
     "lists:subscriber_index": VIEWER, "lists:subscriber_detail": VIEWER, "lists:subscriber_edit": EDITOR,
     "lists:subscriber_unsubscribe": EDITOR, "lists:subscriber_tag": EDITOR, "lists:subscriber_untag": EDITOR,
     "lists:subscriber_delete": EDITOR, "lists:subscriber_wipe": EDITOR, "lists:subscriber_export": EDITOR,
-    "lists:subscriber_bulk": EDITOR,
+    "lists:subscriber_bulk": EDITOR, "lists:subscriber_bulk_job": EDITOR,
     "lists:import_start": EDITOR, "lists:import_detail": EDITOR, "lists:import_errors": EDITOR,
     "lists:export_list": VIEWER, "lists:export_search": VIEWER,
     "lists:segment_index": VIEWER, "lists:segment_create": EDITOR, "lists:segment_edit": EDITOR,
