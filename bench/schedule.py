@@ -50,6 +50,7 @@ def setup_django(data_dir):
         "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://127.0.0.1:8000",
         "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
         "LOG_LEVEL": "WARNING", "REDIS_URL": "", "DJANGO_SETTINGS_MODULE": "autoresponder.settings",
+        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
     })
     sys.path.insert(0, str(BASE))
     import django
