@@ -251,6 +251,7 @@ def pages():
     broadcast = Broadcast.objects.filter(status=Broadcast.SENT).order_by("-pk").first()
     draft = Broadcast.objects.get(status=Broadcast.DRAFT)
     member = get_user_model().objects.order_by("pk").first()
+    sequence, hook = _workflow_objects(big, draft.sender, member)
     wanted = [
         ("overview", "home", {}), ("lists", "lists:list_index", {}),
         ("list (1M members)", "lists:list_detail", {"pk": big.pk}), ("list edit", "lists:list_edit", {"pk": big.pk}),
@@ -272,7 +273,10 @@ def pages():
         ("sender edit", "campaigns:sender_edit", {"pk": SenderIdentity.objects.first().pk}),
         ("settings", "settings", {}), ("outbox", "outbox", {}), ("account", "account", {}), ("API", "api_tokens", {}),
         ("users", "user_index", {}), ("user", "user_detail", {"pk": member.pk}),
-        ("sequences", "campaigns:sequence_index", {}),
+        ("sequences", "campaigns:sequence_index", {}), ("sequence", "campaigns:sequence_detail", {"pk": sequence.pk}),
+        ("step edit", "campaigns:step_edit", {"pk": sequence.pk, "step_pk": sequence.steps.first().pk}),
+        ("hooks", "campaigns:hook_index", {}), ("hook", "campaigns:hook_detail", {"pk": hook.pk}),
+        ("bounce policy", "campaigns:bounce_policy", {}),
     ]
     found = []
     for label, name, kwargs in wanted:
@@ -290,6 +294,21 @@ def pages():
         ("subscribers: page 2", f"{subscribers}?after={subscriber.pk - 50}"),
     ]
     return found
+
+
+def _workflow_objects(mailing_list, sender, owner):
+    """A three-step sequence on the big list and a REST hook (made once; a kept database gets them too)."""
+    from campaigns.models import Hook, Sequence, Step
+
+    sequence = Sequence.objects.filter(name="Welcome").first()
+    if sequence is None:
+        sequence = Sequence.objects.create(name="Welcome", mailing_list=mailing_list, sender=sender)
+        for position, delay in enumerate((0, 2, 5), start=1):
+            Step.objects.create(sequence=sequence, position=position, delay_amount=delay, subject=f"Step {position}",
+                                body="<p>Hi</p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p>")
+    hook, _ = Hook.objects.get_or_create(event="subscriber.created", target="https://crm.example/hooks",
+                                         defaults={"owner": owner})
+    return sequence, hook
 
 
 def time_pages(owner):
