@@ -49,13 +49,19 @@ def message_for(purpose, token):
 
 
 def unsubscribe_recipient(message, *, ip=None, reason="Unsubscribe link"):
-    """Unsubscribe a message's recipient from the broadcast's lists (all lists when it went to a
-    segment); their messages still queued are then skipped at claim time. Returns subscriptions changed."""
+    """Unsubscribe a message's recipient from the broadcast's lists, or the sequence's list for a
+    step's mail (all lists when it went to a segment, or its step is gone); their messages still
+    queued are then skipped at claim time. Returns subscriptions changed."""
     from lists.services import unsubscribe
 
     if message is None or message.subscriber is None:
         return 0
-    lists = list(message.broadcast.lists.all()) if message.broadcast_id else []
+    if message.broadcast_id:
+        lists = list(message.broadcast.lists.all())
+    elif message.step_id:
+        lists = [message.step.sequence.mailing_list]
+    else:
+        lists = []
     if not lists:
         return unsubscribe(message.subscriber, None, reason=reason, ip=ip)
     return sum(unsubscribe(message.subscriber, each, reason=reason, ip=ip) for each in lists)

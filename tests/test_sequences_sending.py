@@ -68,6 +68,26 @@ def test_an_unsubscribe_after_queueing_skips_the_message_with_the_reason(smtp_se
         ("skipped", "Skipped: the subscriber unsubscribed.")]
 
 
+def test_the_unsubscribe_link_of_a_step_leaves_only_the_sequences_list(smtp_server):
+    from campaigns.tracking import unsubscribe_recipient
+    from tests.factories import MailingListFactory, SubscriptionFactory
+
+    # given a reader of the sequence's list who is also on another list
+    sequence = build(steps=((0, "days"),))
+    reader = people(sequence.mailing_list, 1)[0]
+    other = SubscriptionFactory(subscriber=reader, mailing_list=MailingListFactory(name="Offers"))
+    run(T0, sequence)
+    message = Message.objects.get(subscriber=reader)
+
+    # when they use the step mail's unsubscribe link
+    changed = unsubscribe_recipient(message, reason="Unsubscribe link")
+
+    # then only the sequence's list is left
+    assert changed == 1
+    statuses = dict(Subscription.objects.filter(subscriber=reader).values_list("mailing_list_id", "status"))
+    assert statuses == {sequence.mailing_list_id: "unsubscribed", other.mailing_list_id: "confirmed"}
+
+
 def test_a_paused_sequence_holds_its_queued_mail_until_resumed(smtp_server):
     backend_for(smtp_server)
     sequence = build(steps=((0, "days"),))
