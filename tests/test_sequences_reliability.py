@@ -60,6 +60,13 @@ def _stop(processes):
             process.wait()
 
 
+def set_clock(path, when):
+    """Move the processes' clock atomically: a reader never sees a half-written file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(when.isoformat())
+    os.replace(tmp, path)
+
+
 @pytest.fixture
 def clock(tmp_path, monkeypatch):
     path = tmp_path / "clock"
@@ -144,7 +151,7 @@ def test_1000_subscribers_5_steps_3_schedulers_and_workers_send_each_step_once_i
     seen = 0
     now = START
     while now <= START + timedelta(days=sum(DELAYS) + 1):
-        clock.write_text(now.isoformat())
+        set_clock(clock, now)
         _wait_quiet(cluster.reports, now)
         received = smtp_server.messages
         for message in received[seen:]:
