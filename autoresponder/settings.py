@@ -278,6 +278,9 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 MESSAGE_ID_DOMAIN = os.environ.get("MESSAGE_ID_DOMAIN", SITE_HOST)
 # Adds <mailto:ADDRESS?subject=unsubscribe> to List-Unsubscribe, for a mailbox you process.
 UNSUBSCRIBE_MAILTO = os.environ.get("UNSUBSCRIBE_MAILTO", "")
+# SpamAssassin's spamd for the pre-send check (campaigns/presend.py): tcp://127.0.0.1:783 or
+# unix:///path/to/socket. Empty: the check does not ask SpamAssassin.
+SPAMD_URL = os.environ.get("SPAMD_URL", "")
 
 # Sending engine knobs (campaigns/sending.py). A batch is claimed with a lease and
 # sent over one connection; ~100 rows kept the prototype's workers busy without
