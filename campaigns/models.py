@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -805,3 +806,38 @@ class BouncePolicy(models.Model):
     def clean(self):
         if self.soft_bounce_limit and not self.soft_bounce_days:
             raise ValidationError({"soft_bounce_days": "Give the number of days the soft bounces are counted over."})
+
+
+class SunsetPolicy(models.Model):
+    """Unsubscribing the subscribers who stopped reading (campaigns.sunset); one row, edited on
+    the settings page and in the admin."""
+
+    OFF, SUGGEST, APPLY = "off", "suggest", "apply"
+    MODE_CHOICES = [
+        (OFF, "Off"),
+        (SUGGEST, "Suggest: show how many, and unsubscribe them when you press the button"),
+        (APPLY, "Apply: unsubscribe them automatically once a day"),
+    ]
+
+    mode = models.CharField(max_length=8, choices=MODE_CHOICES, default=SUGGEST)
+    months = models.PositiveSmallIntegerField(
+        default=6, validators=[MinValueValidator(1), MaxValueValidator(36)],
+        help_text="Subscribers sent mail in this many months who opened and clicked none of it.",
+    )
+    # Written by campaigns.sunset: the last count, which pages show instead of counting events.
+    inactive_subscribers = models.PositiveIntegerField(null=True, blank=True)
+    inactive_subscriptions = models.PositiveIntegerField(null=True, blank=True)
+    counted_months = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The months of the last count.")
+    counted_at = models.DateTimeField(null=True, blank=True)
+    # The daily job (campaigns.tasks.sunset) claims its run with a conditional UPDATE of this.
+    daily_run_at = models.DateTimeField(null=True, blank=True)
+    last_applied_at = models.DateTimeField(null=True, blank=True)
+    last_applied_count = models.PositiveIntegerField(default=0, help_text="Subscriptions the last run unsubscribed.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "sunset policy"
+        verbose_name_plural = "sunset policy"
+
+    def __str__(self):
+        return f"Sunset policy ({self.get_mode_display().split(':')[0]}, {self.months} months)"

@@ -56,6 +56,11 @@ class MailingList(models.Model):
         default=False, verbose_name="aggregate-only tracking",
         help_text="Count opens and clicks without recording which subscriber opened or clicked.",
     )
+    reject_disposable = models.BooleanField(
+        default=True, db_default=True, verbose_name="refuse throwaway addresses",
+        help_text="The signup form asks people whose address is at a throwaway mail service (such as "
+        "mailinator.com) for their regular address instead (lists.hygiene).",
+    )
     is_archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,12 +97,33 @@ class Subscriber(models.Model):
     time_zone = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=12, choices=STATUS_CHOICES, default=ACTIVE)
     tags = models.ManyToManyField(Tag, blank=True, related_name="subscribers")
+    # List hygiene (lists.hygiene): what the address is, set at signup and import. A database
+    # default as well, so raw INSERTs and COPYs that do not name these columns keep working.
+    is_role_address = models.BooleanField(
+        default=False, db_default=False, help_text="A shared or system mailbox such as info@ or postmaster@."
+    )
+    is_disposable_address = models.BooleanField(
+        default=False, db_default=False, help_text="At a throwaway mail service such as mailinator.com."
+    )
+    has_no_mx = models.BooleanField(
+        default=False, db_default=False, help_text="Its domain has no mail server (no MX nor A record) at the "
+        "last MX check of an import.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(Lower("email"), name="subscriber_email_ci_unique")]
+        indexes = [
+            # The subscriber index's "flagged" filter (lists.search), newest first: a few per cent of
+            # the rows each, so a small partial index instead of a walk over every subscriber.
+            models.Index(fields=["created_at", "id"], condition=Q(is_role_address=True), name="subscriber_role"),
+            models.Index(
+                fields=["created_at", "id"], condition=Q(is_disposable_address=True), name="subscriber_disposable"
+            ),
+            models.Index(fields=["created_at", "id"], condition=Q(has_no_mx=True), name="subscriber_no_mx"),
+        ]
 
     def __str__(self):
         return self.email
@@ -246,6 +272,17 @@ class ImportJob(models.Model):
     # {"csv column": "email" | "name" | "time_zone" | "attributes.<key>" | ""(ignore)}
     mapping = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    # List hygiene (lists.hygiene, lists.hygiene_import)
+    check_mx = models.BooleanField(
+        default=False, db_default=False, verbose_name="check mail servers",
+        help_text="Look up each domain's mail servers (MX, or an A record); addresses at domains without "
+        "any are flagged.",
+    )
+    skip_flagged = models.BooleanField(
+        default=False, db_default=False, verbose_name="skip flagged addresses",
+        help_text="Skip role addresses, throwaway domains and (with the MX check) domains without mail "
+        "servers, instead of importing them with a flag.",
+    )
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
     total_bytes = models.BigIntegerField(default=0)
     processed_bytes = models.BigIntegerField(default=0)
@@ -254,6 +291,9 @@ class ImportJob(models.Model):
     updated = models.IntegerField(default=0)
     skipped = models.IntegerField(default=0)
     invalid = models.IntegerField(default=0)
+    flagged = models.IntegerField(
+        default=0, db_default=0, help_text="Imported addresses that carry a hygiene flag (role, throwaway, no MX)."
+    )
     errors = models.JSONField(default=list, blank=True, help_text="The first invalid rows: [{line, reason}].")
     error_report = models.CharField(max_length=500, blank=True, help_text="Full per-row error CSV under MEDIA_ROOT.")
     failure = models.TextField(blank=True)
