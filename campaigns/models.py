@@ -8,6 +8,7 @@ batches by the workers (see campaigns/ledger.py). Celery only rings the bell.
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -28,6 +29,8 @@ from .scheduling import (
     Window,
     weekdays_from_mask,
 )
+from .throttle import validate as validate_domain_throttle
+from .warmup import validate_schedule as validate_warmup_schedule
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -109,6 +112,21 @@ class Backend(models.Model):
     )
     give_up_after = models.DurationField(
         default=timedelta(days=2), help_text="A message still failing this long after its first attempt fails for good."
+    )
+    # Warm-up (campaigns/warmup.py): a daily cap that grows from the start date.
+    warmup_schedule = models.CharField(
+        max_length=500, blank=True, validators=[validate_warmup_schedule],
+        help_text="Daily caps from the start date, e.g. 50 100 500 1000 5000 10000 20000 50000; after the last day "
+        "there is no cap. Empty: no warm-up.",
+    )
+    warmup_started_on = models.DateField(
+        null=True, blank=True, help_text="Day 1 of the warm-up, in the site's time zone. Empty: the day it is saved."
+    )
+    # Per mailbox provider limits on the SMTP path (campaigns/throttle.py).
+    domain_throttle = models.CharField(
+        max_length=500, blank=True, validators=[validate_domain_throttle],
+        help_text="At most so many messages to one mailbox provider, e.g. google=600/min, microsoft=300/min, "
+        "yahoo=300/min, *=120/min (* is each other domain). Empty: no per-domain limit.",
     )
     # Set on the backend defined by the EMAIL_URL variable, which is kept in step with it.
     env_key = models.CharField(max_length=20, blank=True, editable=False)
@@ -794,6 +812,26 @@ class BouncePolicy(models.Model):
     complaint_suppresses = models.BooleanField(
         default=True, help_text="A spam complaint puts the address on the suppression list."
     )
+    # The automatic brakes (campaigns/brakes.py).
+    brake_messages = models.PositiveIntegerField(
+        default=1000, help_text="The brakes watch each broadcast's first this many messages."
+    )
+    brake_min_messages = models.PositiveIntegerField(
+        default=100, help_text="…and judge once this many have gone out (and at least 3 bounces or complaints came "
+        "back), so one bounce among the first three messages pauses nothing.",
+    )
+    brake_bounce_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("5.00"), validators=[MaxValueValidator(100)],
+        help_text="Pause a broadcast when more than this share of its watched messages hard-bounce; 0: never.",
+    )
+    brake_complaint_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("0.30"), validators=[MaxValueValidator(100)],
+        help_text="Pause a broadcast when more than this share of its watched messages are reported as spam; "
+        "0: never. Gmail and Yahoo start refusing mail at 0.3 %.",
+    )
+    policy_pause_after = models.PositiveSmallIntegerField(
+        default=5, help_text="Pause a broadcast (or sequence) after this many 5.7.x policy refusals in a row; 0: never.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -806,6 +844,33 @@ class BouncePolicy(models.Model):
     def clean(self):
         if self.soft_bounce_limit and not self.soft_bounce_days:
             raise ValidationError({"soft_bounce_days": "Give the number of days the soft bounces are counted over."})
+        if self.brake_min_messages > self.brake_messages:
+            raise ValidationError({"brake_min_messages": "The brakes cannot wait for more messages than they watch: "
+                                   "make this at most the number of watched messages."})
+
+
+class BrakeState(models.Model):
+    """The automatic brakes' counters for one broadcast (campaigns/brakes.py): the hard bounces and
+    complaints of its watched (first) messages, moved with F() in the transaction that records the
+    event, so the check reads one row instead of counting events."""
+
+    broadcast = models.OneToOneField(Broadcast, on_delete=models.CASCADE, primary_key=True, related_name="brakes")
+    bounces = models.PositiveIntegerField(default=0)
+    complaints = models.PositiveIntegerField(default=0)
+    watched = models.PositiveIntegerField(
+        default=0, help_text="Messages that had gone out when the watch closed (0: still watching)."
+    )
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the watched messages had gone out; feedback on later ones is not counted."
+    )
+    bounce_tripped_at = models.DateTimeField(null=True, blank=True, help_text="When the bounce brake paused it.")
+    complaint_tripped_at = models.DateTimeField(null=True, blank=True, help_text="When the complaint brake paused it.")
+
+    class Meta:
+        verbose_name = "broadcast brake state"
+
+    def __str__(self):
+        return f"Brakes of broadcast {self.broadcast_id}"
 
 
 class SunsetPolicy(models.Model):
