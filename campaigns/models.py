@@ -18,6 +18,7 @@ from django.db.models import Q
 
 from lists.models import MailingList, Segment, Subscriber, Tag
 
+from .domain_names import validate_domain
 from .fields import EncryptedTextField
 from .scheduling import (
     AFTER_DELAY,
@@ -188,6 +189,90 @@ class SenderIdentity(models.Model):
 
     def __str__(self):
         return f"{self.from_name} <{self.from_email}>"
+
+
+class SendingDomain(models.Model):
+    """A domain mail is sent From: its DKIM keys (DkimKey) and the result of its DNS checks."""
+
+    PENDING, VERIFIED, FAILING = "pending", "verified", "failing"
+    STATUS_CHOICES = [
+        (PENDING, "Pending: records not published yet"),
+        (VERIFIED, "Verified"),
+        (FAILING, "Failing: a record that was right has changed"),
+    ]
+
+    domain = models.CharField(max_length=253, unique=True, validators=[validate_domain])
+    dmarc_rua = models.EmailField(
+        "DMARC report address", blank=True,
+        help_text="Receivers mail daily DMARC reports here (the rua= of the suggested DMARC record).",
+    )
+    return_path_domain = models.CharField(
+        max_length=253, blank=True, validators=[validate_domain],
+        help_text="The bounce (Return-Path) domain, when it is not BOUNCE_DOMAIN or this domain, e.g. "
+                  "the custom MAIL FROM domain set up at your ESP.",
+    )
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
+    # [{"key", "title", "level": ok|warning|error, "detail", "fix", "record": {type, name, value}}]
+    # written by campaigns.domain_checks.check.
+    checks = models.JSONField(default=list, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True, help_text="When every check last passed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self):
+        return self.domain
+
+    @property
+    def may_sign(self):
+        return self.status in (self.PENDING, self.VERIFIED)
+
+
+class DkimKey(models.Model):
+    """One DKIM key pair of a sending domain, published at <selector>._domainkey.<domain>.
+
+    Messages are signed with the active key of each algorithm (RSA, and Ed25519 as a
+    second signature when there is one). Rotating adds a `next` key; the check makes it
+    active once its record is published, and the old key becomes `retired`: shown until
+    its record is removed from DNS and the key forgotten here.
+    """
+
+    RSA, ED25519 = "rsa", "ed25519"
+    ALGORITHM_CHOICES = [(RSA, "RSA-2048"), (ED25519, "Ed25519")]
+    NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+    STATE_CHOICES = [(NEXT, "Next (publish it)"), (ACTIVE, "Active (signs)"), (RETIRED, "Retired (remove it)")]
+
+    domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="keys")
+    selector = models.CharField(max_length=63)
+    algorithm = models.CharField(max_length=8, choices=ALGORITHM_CHOICES, default=RSA)
+    private_key = EncryptedTextField()
+    public_key = models.TextField(help_text="The p= value of the DNS record (base64).")
+    state = models.CharField(max_length=8, choices=STATE_CHOICES, default=ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain", "algorithm", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "selector"], name="dkimkey_selector_unique"),
+            models.UniqueConstraint(fields=["domain", "algorithm"], condition=Q(state="active"),
+                                    name="dkimkey_one_active_per_algorithm"),
+            models.UniqueConstraint(fields=["domain", "algorithm"], condition=Q(state="next"),
+                                    name="dkimkey_one_next_per_algorithm"),
+        ]
+
+    def __str__(self):
+        return f"{self.selector}._domainkey.{self.domain.domain} ({self.algorithm}, {self.state})"
+
+    @property
+    def record_name(self):
+        return f"{self.selector}._domainkey.{self.domain.domain}"
+
+    @property
+    def record_value(self):
+        return f"v=DKIM1; k={self.algorithm}; p={self.public_key}"
 
     def clean(self):
         for field in ("from_name", "from_email", "reply_to"):
