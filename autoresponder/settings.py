@@ -10,6 +10,7 @@ required. Every secret can be given as <NAME>_FILE, a path to read it from.
 A missing or malformed variable stops the process with one line naming it.
 """
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -357,6 +358,22 @@ if BOUNCE_MAILBOX_URL:
     CELERY_BEAT_SCHEDULE["campaigns-read-bounces"] = {
         "task": "campaigns.read_bounce_mailbox", "schedule": float(BOUNCE_MAILBOX_SECONDS),
     }
+
+# DNS for the deliverability checks (autoresponder/dns.py): comma-separated IP[:port]
+# ([IPv6]:port) of the resolvers to ask; empty uses the system's. Lookups give up after
+# DNS_TIMEOUT_SECONDS (a person is often waiting on the answer).
+DNS_NAMESERVERS = [_ns.strip() for _ns in os.environ.get("DNS_NAMESERVERS", "").split(",") if _ns.strip()]
+for _ns in DNS_NAMESERVERS:
+    _host, _port = (_ns[1:].partition("]")[0], _ns.partition("]:")[2] or "53") if _ns.startswith("[") else (
+        _ns.partition(":")[::2] if _ns.count(":") == 1 else (_ns, "53"))
+    try:
+        ipaddress.ip_address(_host)
+        if not 0 < int(_port) < 65536:
+            raise ValueError
+    except ValueError:
+        fail(f"DNS_NAMESERVERS entry {_ns!r} must be an IP address with an optional port, "
+             "e.g. 1.1.1.1, 127.0.0.1:5353 or [2606:4700::1111]:53")
+DNS_TIMEOUT_SECONDS = env_int("DNS_TIMEOUT_SECONDS", 3)
 
 # Key for secrets stored in the database (backend credentials, DKIM keys). Derived
 # from SECRET_KEY unless set; changing it makes stored secrets unreadable.
