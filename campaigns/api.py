@@ -19,7 +19,7 @@ from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from autoresponder.api_base import DomainError, UTCDateTimeFilter, validated
+from autoresponder.api_base import NON_FIELD, UTCDateTimeFilter, validated
 
 from . import backends as transports
 from . import broadcasts as service
@@ -121,8 +121,8 @@ class BroadcastViewSet(viewsets.ModelViewSet):
         broadcast = self.get_object()
         try:
             moved = action_function(broadcast, **kwargs)
-        except service.BroadcastError as exc:
-            raise DomainError(None, exc)
+        except service.BroadcastError as exc:  # each reason on its own (the pre-send check's errors among them)
+            raise exceptions.ValidationError({NON_FIELD: exc.reasons})
         if not moved:
             raise Conflict(already)
         return Response(self.get_serializer(broadcast).data)
@@ -130,7 +130,7 @@ class BroadcastViewSet(viewsets.ModelViewSet):
     @extend_schema(request=None, responses={200: BroadcastSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
-        """Send now (400 with what to fix when it cannot be sent)."""
+        """Send now (400 listing what to fix, the pre-send check's errors among them, when it cannot be sent)."""
         return self._act(service.send_now, "This broadcast was already started; it is sent once.")
 
     @extend_schema(request=ScheduleSerializer, responses={200: BroadcastSerializer, 409: CONFLICT})

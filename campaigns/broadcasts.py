@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from django.db import transaction
 from django.utils import timezone
 
-from . import backends, ledger, ratelimit
+from . import backends, ledger, presend, ratelimit
 from .composing import Job, NotSendable, build_raw, list_unsubscribe_headers, message_id_for
 from .models import Broadcast, Message
 
@@ -25,7 +25,12 @@ EARLIEST_OFFSET = timedelta(hours=14)
 
 
 class BroadcastError(Exception):
-    """A broadcast action that cannot be done; the message says why and what to do."""
+    """A broadcast action that cannot be done; the message says why and what to do, and
+    `reasons` lists each reason on its own."""
+
+    def __init__(self, message, *, reasons=None):
+        super().__init__(message)
+        self.reasons = list(reasons) if reasons else [message]
 
 
 def create(*, name, sender, subject, body, body_format="html", text_body="", layout=None, lists=(),
@@ -73,8 +78,10 @@ def estimate_cost(broadcast, recipients=None):
     return (price * count / 1000).quantize(Decimal("0.01"))
 
 
-def problems(broadcast):
-    """Everything that stops this broadcast from being sent, in plain words (empty: ready)."""
+def problems(broadcast, checked=None):
+    """Everything that stops this broadcast from being sent, in plain words (empty: ready):
+    no audience, sender or backend, and the errors of the pre-send check (campaigns.presend),
+    whose results may be passed in as `checked` when the caller has them already."""
     found = []
     if not broadcast.lists.exists() and not broadcast.segment_id:
         found.append("Choose at least one list or a segment to send to.")
@@ -82,25 +89,15 @@ def problems(broadcast):
         found.append("The sender has no postal address; add one to the sender identity.")
     if chosen_backend(broadcast) is None:
         found.append("No sending backend is active and reachable; set one up under Sending.")
-    try:
-        job = Job(broadcast)
-        job.render(0, _sample_subscriber(broadcast))
-    except NotSendable as exc:
-        found.append(str(exc))
+    checked = presend.run(broadcast) if checked is None else checked
+    found.extend(result.detail or result.title for result in presend.errors(checked))
     return found
-
-
-def _sample_subscriber(broadcast):
-    first = ledger.audience(broadcast).values("pk", "email", "name", "attributes").first()
-    if first is None:
-        return SimpleNamespace(pk=None, email="subscriber@example.com", name="", attributes={})
-    return SimpleNamespace(**first)
 
 
 def _require_ready(broadcast):
     found = problems(broadcast)
     if found:
-        raise BroadcastError(" ".join(found))
+        raise BroadcastError(" ".join(found), reasons=found)
 
 
 # --- Status changes ----------------------------------------------------------------------------

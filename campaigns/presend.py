@@ -61,7 +61,7 @@ _SAMPLE_LINK_PK = 1_000_000
 # Hosts recipients cannot reach: loopback, private and link-local addresses, and the
 # names reserved for local use (RFC 6761, RFC 6762, RFC 8375).
 _DEV_NAMES = ("localhost",)
-_DEV_SUFFIXES = (".localhost", ".local", ".test", ".invalid", ".example", ".internal", ".lan", ".home.arpa")
+_DEV_SUFFIXES = (".localhost", ".local", ".test", ".internal", ".lan", ".home.arpa")
 _IMG = re.compile(r"<img\b[^>]*>", re.I)
 _SRC = re.compile(r"""\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
 

@@ -20,7 +20,9 @@ from . import dashboard_services as figures
 from .forms import STARTER_BODY, BroadcastForm, ScheduleForm
 from .models import Backend, Broadcast, SenderIdentity, Template
 from .views import confirm_delete
-from .views_preview import content_from_post, preview_context, preview_partial, test_send
+from .views_preview import (
+    content_from_post, presend_context, presend_partial, preview_context, preview_partial, test_send,
+)
 
 PAGE_SIZE = 50
 # How often the progress partial asks again (seconds), by status; others stop polling.
@@ -143,6 +145,13 @@ def compose_test(request):
 
 @role_required("editor")
 @require_POST
+def compose_presend(request):
+    """The pre-send check of the composer's unsaved fields (htmx)."""
+    return presend_partial(request, _draft_from_post(request.POST))
+
+
+@role_required("editor")
+@require_POST
 def compose_count(request):
     """Recipients and cost for the composer's current lists, segment and backend."""
     draft = _draft_from_post(request.POST)
@@ -206,10 +215,17 @@ def broadcast_send(request, pk):
                     "This broadcast was already started; it is sent once.")
     if broadcast.status not in (Broadcast.DRAFT, Broadcast.SCHEDULED):
         return redirect("campaigns:broadcast_detail", pk=pk)
-    context = _context(request, broadcast=broadcast, problems=service.problems(broadcast),
-                       schedule_form=ScheduleForm(initial=_schedule_initial(broadcast)))
-    context.update(_count_context(broadcast))
+    context = _send_context(request, broadcast, ScheduleForm(initial=_schedule_initial(broadcast)))
     return render(request, "campaigns/broadcasts/send.html", context)
+
+
+def _send_context(request, broadcast, schedule_form):
+    """The send step: the pre-send check, what blocks sending, recipients and cost."""
+    checked = presend_context(broadcast)
+    context = _context(request, broadcast=broadcast, problems=service.problems(broadcast, checked["presend"]),
+                       schedule_form=schedule_form, **checked)
+    context.update(_count_context(broadcast))
+    return context
 
 
 def _schedule_initial(broadcast):
@@ -233,9 +249,7 @@ def broadcast_schedule(request, pk):
     broadcast = _broadcast(pk)
     form = ScheduleForm(request.POST)
     if not form.is_valid():
-        context = _context(request, broadcast=broadcast, problems=service.problems(broadcast), schedule_form=form)
-        context.update(_count_context(broadcast))
-        return render(request, "campaigns/broadcasts/send.html", context, status=400)
+        return render(request, "campaigns/broadcasts/send.html", _send_context(request, broadcast, form), status=400)
     when = form.cleaned_data["scheduled_at"]
     return _act(request, broadcast, service.schedule, f"Scheduled for {when:%Y-%m-%d %H:%M}.",
                 "This broadcast is no longer a draft; it was not scheduled again.", when=when,

@@ -17,7 +17,7 @@ from autoresponder import ratelimit
 from autoresponder.roles import role_required
 from lists.services import find_subscriber
 
-from . import broadcasts
+from . import broadcasts, presend
 from . import dashboard_services as figures
 
 PREVIEW_POLICY = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; sandbox; frame-ancestors 'self'"
@@ -71,6 +71,21 @@ def subscriber_options(request):
     query = request.GET.get("preview_email", "").strip()[:200]
     found = list(search_subscribers(query).only("email", "name")[:SUBSCRIBER_OPTIONS]) if len(query) >= 2 else []
     return render(request, "campaigns/_subscriber_options.html", {"subscribers": found})
+
+
+def presend_context(target, subscriber=None):
+    """The pre-send check of `target` (a broadcast, a draft or a step) for `subscriber`, else
+    the first of its audience; the context of _presend.html."""
+    shaped, _kind = presend.shape(target)
+    subscriber = subscriber or presend.sample_subscriber(shaped)
+    results = presend.run(target, subscriber=subscriber)
+    return {"presend": results, "presend_counts": presend.counts(results), "presend_subscriber": subscriber}
+
+
+def presend_partial(request, target):
+    """The pre-send check partial for an editor's unsaved fields and the chosen subscriber (htmx)."""
+    picked = chosen_subscriber(request.POST.get("preview_email"))
+    return render(request, "campaigns/_presend.html", presend_context(target, picked if picked.pk else None))
 
 
 def test_send(request, broadcast, *, back_url):

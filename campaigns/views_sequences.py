@@ -21,7 +21,7 @@ from . import sequences as service
 from .forms_sequences import EnrollForm, SequenceForm, StepForm
 from .models import Enrollment, Sequence, SenderIdentity, Step, Template
 from .step_sending import as_broadcast
-from .views_preview import content_from_post, preview_partial, test_send
+from .views_preview import content_from_post, presend_partial, preview_partial, test_send
 
 CONTENT_FIELDS = ("subject", "body", "body_format", "text_body", "layout")
 
@@ -276,6 +276,13 @@ def _draft(request, pk):
 def step_preview(request, pk):
     """Live preview of the step editor's unsaved fields for the chosen subscriber (htmx)."""
     return preview_partial(request, _draft(request, pk))
+
+
+@role_required("editor")
+@require_POST
+def step_presend(request, pk):
+    """The pre-send check of the step editor's unsaved fields (htmx)."""
+    return presend_partial(request, _draft(request, pk))
 
 
 @role_required("editor")

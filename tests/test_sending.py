@@ -371,7 +371,7 @@ def test_a_template_that_drops_the_unsubscribe_link_is_refused_with_the_reason(s
     backend_for(smtp_server)
     broadcast = started(1, body="<p>Hello {{ subscriber.name }}</p>")
     assert broadcasts.problems(broadcast) == [
-        "Not sent: The message has no visible unsubscribe link. Add {{ unsubscribe_url }} as a link. "
+        "The message has no visible unsubscribe link. Add {{ unsubscribe_url }} as a link. "
         "The plain-text part has no unsubscribe link. The sender's postal address is missing. "
         "Add {{ sender.postal_address }} to the footer. The plain-text part is missing the sender's postal address."
     ]
