@@ -10,6 +10,7 @@ with a key, one DKIM signature.
 
 import hashlib
 import html
+import time
 from types import SimpleNamespace
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from . import dkim, inbound, mime, rendering, tokens
 from .backends import Envelope
+from .domains import signers_for as domain_signers
 from .ledger import reconnecting
 from .models import Link
 
@@ -26,6 +28,7 @@ _SIGNERS = {}
 _LINKS = {}
 _AFFIXES = {}
 _CACHE_LIMIT = 50_000
+SIGNERS_SECONDS = 60
 
 
 class NotSendable(Exception):
@@ -149,6 +152,7 @@ class Job:
             "reply_to": self.sender.reply_to, "postal_address": self.sender.postal_address,
         }
         self._fully_checked = False
+        self._signers = {}
         self._address_lines = [line.strip() for line in self.sender.postal_address.splitlines() if line.strip()]
         self._address_html = [html.escape(line, quote=False) for line in self._address_lines]
         # Tracking happens only where the broadcast and every one of its lists allow it.
@@ -219,8 +223,18 @@ class Job:
             tags=self.tags, return_path=inbound.return_path(row["pk"]) if backend and not backend.is_esp else "",
         )
         if with_raw:
-            envelope.raw = build_raw(envelope, backend)
+            envelope.raw = build_raw(envelope, backend, signers=self.signers(backend))
         return envelope
+
+    def signers(self, backend):
+        """The DKIM signers for this job's From address, looked up again every minute (a
+        sending domain added or verified mid-broadcast signs the rest of it)."""
+        now = time.monotonic()
+        key = backend.pk if backend else None
+        found = self._signers.get(key)
+        if found is None or found[0] < now:
+            found = self._signers[key] = (now + SIGNERS_SECONDS, signers_for(backend, self.sender.from_email))
+        return found[1]
 
 
 def list_unsubscribe_headers(url, *, mailto=None):
@@ -233,7 +247,7 @@ def list_unsubscribe_headers(url, *, mailto=None):
     return {"List-Unsubscribe": value, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def build_raw(envelope, backend):
+def build_raw(envelope, backend, *, signers=None):
     try:
         raw = mime.build_message(
             from_name=envelope.from_name, from_email=envelope.from_email, to_email=envelope.to_email,
@@ -242,8 +256,20 @@ def build_raw(envelope, backend):
         )
     except ValueError as exc:  # HeaderInjection is a ValueError too
         raise NotSendable(f"Not sent: {exc}") from exc
-    signer = signer_for(backend)
-    return signer.sign(raw) if signer else raw
+    for signer in signers_for(backend, envelope.from_email) if signers is None else signers:
+        raw = signer.sign(raw)
+    return raw
+
+
+def signers_for(backend, from_email):
+    """On the SMTP path: the keys of the From domain's sending domain (campaigns/domains.py), else the
+    backend's own DKIM key; ESPs sign themselves."""
+    if backend is None or backend.kind != backend.SMTP:
+        return []
+    signers = domain_signers(from_email)
+    if not signers:
+        signers = [signer] if (signer := signer_for(backend)) else []
+    return signers
 
 
 def signer_for(backend):
