@@ -1,44 +1,49 @@
 """
 Bulk upsert of subscribers (the REST API's POST /api/v1/subscribers/bulk/): up
-to 10,000 in one call, through the CSV import's own service,
-lists.importing.run_import — COPY into a staging table and set-based
-INSERT … ON CONFLICT on Postgres, the portable path elsewhere — so an API upsert
-follows exactly the import's rules: duplicates within the request, suppressed,
-erased and blocklisted addresses are skipped; an import never revives an
-unsubscribe; a confirmed subscription stays as it is; attributes merge.
+to 10,000 in one call, by the CSV import's rules and with its set-based merge,
+but typed: an attribute keeps its JSON type (number, true/false, null, list,
+object), as the single-subscriber API stores it.
 
-The items are written to a temporary CSV file, one line each, and run as an
-ImportJob ("API request", by the calling user), which is the consent record's
-form and lets the import's follow-up task ask new unconfirmed subscribers for
-confirmation by mail. As in a CSV import, attribute values are stored as text
-(numbers and true/false in their JSON spelling), which is what search and
-segments compare against.
+Each item is checked here: its shape, the import's row checks for the address,
+name and time zone (lists.importing_csv.check_fields) and the rules every entry
+point applies to attributes (lists.validation.clean_attributes). An invalid item
+is reported with its index and reason while the valid ones go in.
 
-Items are checked by the import's row checks (the signup form's rules); an
-invalid or skipped item is reported with its index and reason and the valid
-ones still go in. subscriber.created is announced (lists.events) for the
-subscribers the call created.
+On Postgres the valid items are COPied into the import's staging table with
+their attributes as jsonb, and the import's own merge (lists.importing_pg.merge)
+runs on them: duplicates within the request, suppressed, erased and blocklisted
+addresses are skipped; an import never revives an unsubscribe; a confirmed
+subscription stays as it is; attributes merge. Other databases go through the
+portable engine (lists.importing_orm) with the same rules.
+
+One transaction holds it all: the ImportJob ("API request", by the calling
+user; the consent record's form, and the follow-up that asks new unconfirmed
+subscribers to confirm), the rows, and the hooks' events (subscriber.created,
+subscription.confirmed: lists.importing_events). A crash anywhere leaves none of
+them, and no event is lost between the rows' commit and its own.
 """
 
-import csv
+import io
 import json
-import tempfile
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from django.db import transaction
-from django.db.models.functions import Lower
+from django.db import connection, transaction
+from django.utils import timezone
 
-from . import events, importing
-from .exporting import FORMULA_STARTS
+from . import importing, importing_orm, importing_pg
+from .importing_csv import check_fields
 from .lookups import ATTRIBUTE_KEY
-from .models import ImportJob, Subscriber
-from .validation import MAX_ATTRIBUTES, InvalidSubscriber
+from .models import ErasedAddress, ImportJob
+from .services import erased_digest
+from .validation import MAX_EMAIL, InvalidSubscriber, clean_attributes
 
 MAX_ITEMS = 10_000
 MODES = (ImportJob.ADD, ImportJob.UPSERT)
 ITEM_FIELDS = {"email", "name", "time_zone", "attributes"}
-HEADER = ("email", "name", "time_zone")
+SOURCE = "API request"  # the job's original_name, and so the consent record's text
+# A lone surrogate (JSON allows "\ud800") cannot be stored as UTF-8.
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -51,58 +56,60 @@ class BulkResult:
     problems: list = field(default_factory=list)  # [{"index", "email", "reason"}], by index
 
 
-def upsert_subscribers(mailing_list, items, *, mode=ImportJob.UPSERT, confirmed=True, tags=(), user=None):
+def upsert_subscribers(mailing_list, items, *, mode=ImportJob.UPSERT, confirmed=True, tags=(), user=None,
+                       portable=False):
     """Add (mode "add") or add and update (mode "upsert") `items` on `mailing_list`.
 
     `items` is a list of {"email", "name", "time_zone", "attributes"} dicts (only
     email is required). `confirmed=True`: the caller vouches for consent and new
     subscriptions are confirmed at once; False: they wait, unconfirmed, and each
     gets a confirmation mail. Raises ValueError (InvalidSubscriber for a bad tag)
-    for a request that cannot run at all; nothing is written then.
+    for a request that cannot run at all; nothing is written then. `portable`
+    forces the ORM engine on Postgres (tests compare both).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
     if len(items) > MAX_ITEMS:
         raise ValueError(f"At most {MAX_ITEMS} subscribers per request; split the rest into more requests.")
     tag_names = importing.clean_tags(tags)
-    rows, problems = _shaped(items)
-    keys = sorted({key for _, row in rows for key in row[3]})
-    if len(keys) > MAX_ATTRIBUTES:
-        raise InvalidSubscriber("subscribers", f"At most {MAX_ATTRIBUTES} different attribute names per request.")
-    known = _known_addresses(items) if events.wanted(events.SUBSCRIBER_CREATED) else None
-    with tempfile.TemporaryDirectory(prefix="api-bulk-") as folder:
-        job = _run(mailing_list, _write(Path(folder) / "subscribers.csv", rows, keys), keys, mode=mode,
-                   confirmed=confirmed, tags=tag_names, user=user)
-    malformed = len(problems)
-    problems += _job_problems(job, [index for index, _ in rows])
-    if known is not None and job.created:
-        with transaction.atomic():
-            _announce_created(items, known)
-    return BulkResult(job.pk, job.created, job.updated, job.skipped, job.invalid + malformed,
-                      sorted(problems, key=lambda p: p["index"]))
+    rows, invalid = checked(items)
+    merge = _merge_portable if portable or connection.vendor != "postgresql" else _merge_pg
+    with transaction.atomic():
+        job = ImportJob.objects.create(
+            mailing_list=mailing_list, created_by=user, mode=mode, confirmed=confirmed, tags=tag_names,
+            original_name=SOURCE, status=ImportJob.RUNNING, started_at=timezone.now(), rows=len(items),
+            invalid=len(invalid),
+        )
+        skipped = merge(job, rows, importing._details(job))
+        job.status, job.finished_at = ImportJob.DONE, timezone.now()
+        job.save(update_fields=["created", "updated", "skipped", "status", "finished_at"])
+        if importing.needs_confirmations(job):
+            from .tasks import send_import_confirmations  # tasks call back into lists.importing
+
+            transaction.on_commit(lambda: send_import_confirmations.delay(job.pk))
+    problems = sorted([*invalid, *(_problem(*p) for p in skipped)], key=lambda p: p["index"])
+    return BulkResult(job.pk, job.created, job.updated, job.skipped, job.invalid, problems)
 
 
-# --- Items to CSV lines ------------------------------------------------------------------------------
+# --- Checking the items ----------------------------------------------------------------------------
 
 
-def _shaped(items):
-    """(index, (email, name, time_zone, {attribute: text})) for the well-formed items, and a
-    problem for each other one. Addresses, names and time zones are checked by the import."""
+def checked(items):
+    """(index, email, name, time_zone, attributes, attributes as JSON text) for each valid item, and
+    {"index", "email", "reason"} for each other one."""
     rows, problems = [], []
     for index, item in enumerate(items):
         try:
-            rows.append((index, _shape(item)))
+            rows.append((index, *_check(item)))
         except InvalidSubscriber as exc:
-            email = item.get("email") if isinstance(item, dict) else None
-            problems.append({"index": index, "email": email if isinstance(email, str) else "",
+            email = item.get("email") if type(item) is dict else None
+            problems.append({"index": index, "email": email[:MAX_EMAIL] if type(email) is str else "",
                              "reason": exc.message})
     return rows, problems
 
 
-def _shape(item):
-    """Checks the import cannot make on a CSV line: the item's shape and types. Kept lean (it runs
-    10,000 times a request); the values' own rules (address, lengths, time zone, control
-    characters) are the import's row checks."""
+def _check(item):
+    """Kept lean: it runs 10,000 times a request."""
     if type(item) is not dict:
         raise InvalidSubscriber("subscribers", "Each item must be an object with at least an email.")
     if not item.keys() <= ITEM_FIELDS:
@@ -111,99 +118,103 @@ def _shape(item):
     texts = (item.get("email") or "", item.get("name") or "", item.get("time_zone") or "")
     if not all(type(text) is str for text in texts):
         raise InvalidSubscriber("subscribers", "email, name and time_zone must be text.")
-    attributes = _cells(item["attributes"]) if item.get("attributes") else {}
-    for text in (*texts, *attributes.values()):
-        if "\n" in text or "\r" in text:
-            raise InvalidSubscriber("subscribers", "Line breaks are not allowed in any field.")
-    return (*texts, attributes)
+    fields = check_fields(*texts)
+    if type(fields) is str:
+        raise InvalidSubscriber("subscribers", fields)
+    attributes = _attributes(item.get("attributes"))
+    text = json.dumps(attributes, ensure_ascii=False, separators=(",", ":")) if attributes else "{}"
+    if SURROGATE.search("".join((*texts, text))):
+        raise InvalidSubscriber("subscribers", "bad encoding (text that is not valid Unicode)")
+    return (*fields, attributes, text)
 
 
-def _cells(attributes):
-    """Attribute values as the import stores them: text ("" leaves one unset)."""
-    if type(attributes) is not dict:
-        raise InvalidSubscriber("attributes", "Attributes must be a set of names and values.")
-    if len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidSubscriber("attributes", f"At most {MAX_ATTRIBUTES} attributes are allowed.")
-    cells = {}
-    for key, value in attributes.items():
+def _attributes(value):
+    if value is None:
+        return {}
+    attributes = clean_attributes(value)
+    for key in attributes:
         if not ATTRIBUTE_KEY.match(key):
             raise InvalidSubscriber("attributes", f"Name the attribute {key!r} with letters, digits, _ . or - only.")
-        cells[key] = _cell(key, value)
-    return cells
+    return attributes
 
 
-def _cell(key, value):
-    if type(value) is str:
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, (bool, int, float)) or (
-            isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value)):
-        return json.dumps(value, ensure_ascii=False)
-    raise InvalidSubscriber("attributes", f"The value of {key!r} must be text, a number, true/false or a list.")
+# --- Merging: the import's engines -------------------------------------------------------------------
 
 
-def _write(path, rows, keys):
-    """The rows as a CSV file whose data line n+2 is row n (the import reports problems by line)."""
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        write = csv.writer(out).writerow
-        write([*HEADER, *(f"attributes.{key}" for key in keys)])
-        for _, (email, name, time_zone, attributes) in rows:
-            write([email, name, time_zone, *(attributes.get(key, "") for key in keys)])
-    return path
+class _Problems(list):
+    """What the engines report skipped: (line, email, reason), the line being the item's index."""
+
+    def add(self, problems):
+        self.extend(problems)
 
 
-def _run(mailing_list, path, keys, *, mode, confirmed, tags, user):
-    columns = [*HEADER, *(f"attributes.{key}" for key in keys)]
-    job = ImportJob.objects.create(
-        mailing_list=mailing_list, created_by=user, mode=mode, confirmed=confirmed, tags=tags, file=str(path),
-        original_name="API request", mapping={column: column for column in columns},
+def _finisher(job):
+    def finish(created, updated, skipped):
+        job.created, job.updated, job.skipped = created, updated, skipped
+
+    return finish
+
+
+def _merge_pg(job, rows, details):
+    """Stage the rows as the CSV import does, attributes as jsonb, and run its merge; returns the skipped."""
+    skipped = _Problems()
+    with connection.cursor() as cursor:
+        try:
+            digests = _stage(cursor, rows)
+            importing_pg.merge(job, digests=digests, details=details, report=skipped, finish=_finisher(job))
+        finally:
+            importing_pg._drop_staging(cursor)  # the merge's tables too; the connection is kept for others
+    return skipped
+
+
+def _stage(cursor, rows):
+    """import_row as lists.importing_pg.merge reads it, attributes copied as given instead of computed
+    from text columns; returns whether digests of erased addresses were staged."""
+    importing_pg._drop_staging(cursor)
+    cursor.execute(
+        "CREATE TEMP TABLE import_row (line integer NOT NULL, email text NOT NULL, name text NOT NULL,"
+        " time_zone text NOT NULL, attributes jsonb NOT NULL, digest text,"
+        " key text GENERATED ALWAYS AS (lower(email)) STORED)"
     )
-    importing.run_import(job)
-    if job.status != ImportJob.DONE:
-        raise ValueError(job.failure or "The subscribers could not be imported.")
-    return job
+    cursor.execute(
+        "CREATE TEMP TABLE import_problem (line integer NOT NULL, email text NOT NULL, reason text NOT NULL)"
+    )
+    digests = ErasedAddress.objects.exists()  # no erased addresses (the usual case): no hashing
+    # COPY's text format: the checks left no tab or line break in any value (JSON escapes its own), so a
+    # row is its values joined by tabs, with backslashes doubled.
+    lines = []
+    for index, email, name, time_zone, _, text in rows:
+        line = "\t".join((str(index), email, name, time_zone, text, *((erased_digest(email),) if digests else ())))
+        lines.append(line.replace("\\", "\\\\") if "\\" in line else line)
+    if lines:
+        columns = "line, email, name, time_zone, attributes" + (", digest" if digests else "")
+        cursor.copy_expert(f"COPY import_row ({columns}) FROM STDIN", io.StringIO("\n".join(lines) + "\n"))
+    return digests
 
 
-# --- What the import reported --------------------------------------------------------------------------
+class _Rows:
+    """The checked rows as lists.importing_orm reads a CSV file's: (line, email, name, time_zone, values),
+    `values` being the attributes themselves."""
+
+    def __init__(self, rows):
+        self.rows, self.problems = [row[:5] for row in rows], []
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    @staticmethod
+    def attributes(values):
+        return values
 
 
-def _job_problems(job, indexes):
-    """The import's skipped and invalid rows, by item index; the report file is removed."""
-    path = importing.report_path(job)
-    if path is None:
-        return []
-    with open(path, encoding="utf-8", newline="") as report:
-        found = [_problem(line, email, reason, indexes) for line, email, reason in list(csv.reader(report))[1:]]
-    path.unlink(missing_ok=True)
-    ImportJob.objects.filter(pk=job.pk).update(error_report="")
-    return found
+def _merge_portable(job, rows, details):
+    skipped = _Problems()
+    importing_orm.run(job, _Rows(rows), details=details, report=skipped, on_chunk=lambda: None,
+                      finish=_finisher(job))
+    return skipped
 
 
-def _problem(line, email, reason, indexes):
+def _problem(line, email, reason):
     if reason.startswith("duplicate of line "):
-        reason = f"duplicate of item {indexes[int(reason.rsplit(' ', 1)[1]) - 2]}"
-    # The report escapes cells against spreadsheet formulas (lists.exporting.escape_cell): undo it.
-    if email[:1] == "'" and email[1:].startswith(FORMULA_STARTS):
-        email = email[1:]
-    return {"index": indexes[int(line) - 2], "email": email, "reason": reason}
-
-
-# --- subscriber.created ------------------------------------------------------------------------------
-
-
-def _addresses(items):
-    return {item["email"].strip().lower() for item in items
-            if isinstance(item, dict) and isinstance(item.get("email"), str)}
-
-
-def _known_addresses(items):
-    """The request's addresses that were already subscribers before it ran."""
-    return set(Subscriber.objects.annotate(key=Lower("email")).filter(key__in=_addresses(items))
-               .values_list("key", flat=True))
-
-
-def _announce_created(items, known):
-    new = _addresses(items) - known
-    subscribers = Subscriber.objects.annotate(key=Lower("email")).filter(key__in=new).order_by("pk")
-    events.publish(events.SUBSCRIBER_CREATED, lambda: [events.created_payload(s) for s in subscribers])
+        reason = f"duplicate of item {reason.rsplit(' ', 1)[1]}"
+    return {"index": line, "email": email, "reason": reason}

@@ -13,10 +13,18 @@ query beyond the listener's own cheap check.
 Listeners run synchronously, inside the caller's transaction. campaigns'
 listener writes its delivery rows there, so an event whose transaction rolls
 back is never delivered, and one that commits is never lost.
+
+Set-based work (a CSV import of a million rows) announces with publish_rows():
+an SQL query selects one payload per row, built by Postgres with the *_sql
+builders below (the same shape as the Python ones), and the listener writes its
+rows with one INSERT … SELECT, so no payload passes through Python.
 """
 
+import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
+
+from django.db import connection
 
 SUBSCRIBER_CREATED = "subscriber.created"
 SUBSCRIBER_DELETED = "subscriber.deleted"
@@ -29,14 +37,16 @@ EVENTS = (SUBSCRIBER_CREATED, SUBSCRIBER_DELETED, SUBSCRIPTION_CONFIRMED, SUBSCR
 class Listener:
     wants: Callable[[str], bool]  # cheap: is anyone interested in this event?
     receive: Callable[[str, list], None]  # (event, [payload dict, …])
+    # (event, sql, params): the payloads are the rows of `sql`; None: they are fetched and passed to receive.
+    receive_rows: Optional[Callable[[str, str, list], None]] = None
 
 
 _listeners = []
 
 
-def register(*, wants, receive):
+def register(*, wants, receive, receive_rows=None):
     """Add a listener (once per process, from an AppConfig.ready); returns it."""
-    listener = Listener(wants, receive)
+    listener = Listener(wants, receive, receive_rows)
     if listener not in _listeners:
         _listeners.append(listener)
     return listener
@@ -63,6 +73,23 @@ def publish(event, payloads):
     if payloads:
         for listener in interested:
             listener.receive(event, list(payloads))
+
+
+def publish_rows(event, sql, params=()):
+    """Announce `event` once per row of `sql`, a query whose one column is the payload (jsonb, from the
+    *_sql builders below), in the order of its rows. Postgres only; nothing is run when no listener wants
+    the event."""
+    for listener in _listeners:
+        if not listener.wants(event):
+            continue
+        if listener.receive_rows is not None:
+            listener.receive_rows(event, sql, list(params))
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT payload::text FROM ({sql}) AS p(payload)", list(params))
+            payloads = [json.loads(row[0]) for row in cursor.fetchall()]
+        if payloads:
+            listener.receive(event, payloads)
 
 
 # --- Payloads: one shape for every entry point --------------------------------------------
@@ -111,3 +138,35 @@ def deleted_payload(subscriber, *, erased):
     """The subscriber as it was before deletion or GDPR erasure (erased: True), so the receiving
     system can delete or erase its own copy."""
     return {"subscriber": {"id": subscriber.pk, "email": subscriber.email}, "erased": erased}
+
+
+# --- The same payloads built by Postgres, for publish_rows() ------------------------------------
+# Each builder takes the aliases of the tables in the caller's query; tests/test_import_hooks.py checks
+# that both builders give equal payloads.
+
+
+def iso_sql(column):
+    """A timestamptz column as Python's isoformat() writes it (UTC; microseconds only when non-zero)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN to_char({utc}, 'US') = '000000' THEN ''"
+            f" ELSE '.' || to_char({utc}, 'US') END || '+00:00'")
+
+
+def subscriber_fields_sql(s):
+    return (f"jsonb_build_object('id', {s}.id, 'email', {s}.email, 'name', {s}.name, 'attributes', {s}.attributes,"
+            f" 'time_zone', {s}.time_zone, 'status', {s}.status, 'created_at', {iso_sql(f'{s}.created_at')})")
+
+
+def created_payload_sql(s):
+    return f"jsonb_build_object('subscriber', {subscriber_fields_sql(s)})"
+
+
+def subscription_payload_sql(m, mailing_list, s):
+    """subscription_payload() of subscription `m`, its list and its subscriber `s`."""
+    return (
+        f"jsonb_build_object('subscription', jsonb_build_object('id', {m}.id, 'status', {m}.status,"
+        f" 'source', {m}.source, 'confirmed_at', {iso_sql(f'{m}.confirmed_at')},"
+        f" 'unsubscribed_at', {iso_sql(f'{m}.unsubscribed_at')}, 'unsubscribe_reason', {m}.unsubscribe_reason),"
+        f" 'list', jsonb_build_object('id', {mailing_list}.id, 'public_id', {mailing_list}.public_id::text,"
+        f" 'name', {mailing_list}.name), 'subscriber', {subscriber_fields_sql(s)})"
+    )

@@ -321,6 +321,21 @@ class RowReader:
         return {key: value for key, value in zip(self.attribute_keys, values) if value}
 
 
+def check_fields(email, name, time_zone):
+    """RowReader's checks for values that come without a CSV line (lists.bulk): (email, name, time_zone)
+    as an import stores them, else the reason they are invalid (a str, as in the problem report)."""
+    try:
+        bad = BAD_CHARACTER.search(f"{email} {name} {time_zone}")
+        if bad:
+            raise _Invalid(_bad_character_reason(bad.group()))
+        name = name.replace("\t", " ").strip()
+        if len(name) > MAX_NAME:
+            raise _Invalid(f"name too long (more than {MAX_NAME} characters)")
+        return _email(email), name, _time_zone(time_zone.strip())
+    except _Invalid as exc:
+        return str(exc)
+
+
 class _Invalid(Exception):
     """A row that cannot be imported; the message is the reason in the problem report."""
 

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from . import events, importing_events
 from .models import ErasedAddress, ImportJob, Subscriber, Subscription, Suppression
 from .services import erased_digest
 
@@ -109,6 +110,7 @@ class _Batcher:
             subscribers.append(subscriber)
         Subscriber.objects.bulk_create(new)
         Subscriber.objects.bulk_update(changed, ["name", "time_zone", "attributes", "updated_at"])
+        importing_events.announce_created(new)
         return subscribers
 
     def _write_subscriptions(self, subscribers, memberships):
@@ -128,6 +130,8 @@ class _Batcher:
                 renewed.append(membership)
         Subscription.objects.bulk_create(new)
         Subscription.objects.bulk_update(renewed, list(fields))
+        if self.job.confirmed:
+            importing_events.announce_subscriptions(events.SUBSCRIPTION_CONFIRMED, [s.pk for s in new + renewed])
         return len(new)
 
     def _tag(self, subscribers):
@@ -160,6 +164,7 @@ class _Batcher:
             status=Subscription.UNSUBSCRIBED, unsubscribed_at=now, unsubscribe_reason=self.details.unsubscribe_reason,
             unsubscribe_ip=None, updated_at=now,
         )
+        importing_events.announce_subscriptions(events.SUBSCRIPTION_UNSUBSCRIBED, changing)
 
     def _suppress(self, rows, problems):
         keys = [row[1].lower() for row in rows]

@@ -17,6 +17,7 @@ import io
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from . import importing_events
 from .models import ErasedAddress, ImportJob, Subscriber, Subscription, Suppression
 from .services import erased_digest
 
@@ -224,7 +225,7 @@ def _update_subscribers(cursor):
         " attributes = s.attributes || r.attributes, updated_at = now()"
         " FROM import_known k JOIN import_row r ON r.line = k.line WHERE s.id = k.subscriber_id"
         " AND ((r.name <> '' AND r.name <> s.name) OR (r.time_zone <> '' AND r.time_zone <> s.time_zone)"
-        " OR NOT s.attributes @> r.attributes)"
+        " OR (s.attributes || r.attributes) <> s.attributes)"  # not @>: it holds for [1, 2] against [1]
     )
 
 
@@ -362,6 +363,7 @@ def merge(job, *, digests, details, report, finish):
             counts = unsubscribe(cursor, job, reason=details.unsubscribe_reason)
         else:
             counts = suppress(cursor, job, digests=digests, detail=details.suppression_detail)
+        importing_events.announce_merge(job, details)  # hooks: in this transaction, set-based
         report.add(_problems())
         finish(*counts)
 

@@ -10,6 +10,7 @@ CR/LF is an injection, never data.
 
 import ipaddress
 import json
+import math
 import re
 import zoneinfo
 from functools import lru_cache
@@ -23,6 +24,7 @@ MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_KEY = 100
 MAX_ATTRIBUTE_VALUE = 1000
 MAX_ATTRIBUTES_JSON = 16 * 1024
+MAX_ATTRIBUTE_DEPTH = 4  # levels of lists and objects inside one attribute value
 MAX_TAG = 100
 # C0 control characters (CR, LF, NUL, …); a tab is tolerated and folded to a space.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -96,18 +98,28 @@ def clean_time_zone(value):
     return value
 
 
-def _attribute_value(key, value):
+def _attribute_value(key, value, depth=0):
     if isinstance(value, str):
         return _text("attributes", value, max_length=MAX_ATTRIBUTE_VALUE, label=f"value of {key!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidSubscriber("attributes", f"The value of {key!r} must be a finite number.")
     if value is None or isinstance(value, (bool, int, float)):
         return value
+    if isinstance(value, (list, dict)) and depth == MAX_ATTRIBUTE_DEPTH:
+        raise InvalidSubscriber("attributes", f"The value of {key!r} nests lists and objects more than "
+                                              f"{MAX_ATTRIBUTE_DEPTH} levels deep.")
     if isinstance(value, list):
-        return [_attribute_value(key, item) for item in value if not isinstance(item, (list, dict))]
-    raise InvalidSubscriber("attributes", f"The value of {key!r} must be text, a number, true/false or a list.")
+        return [_attribute_value(key, item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {_text("attributes", name, max_length=MAX_ATTRIBUTE_KEY, label=f"name inside {key!r}"):
+                _attribute_value(key, item, depth + 1) for name, item in value.items()}
+    raise InvalidSubscriber("attributes", f"The value of {key!r} must be text, a number, true/false, null, "
+                                          "a list or an object.")
 
 
 def clean_attributes(value):
-    """A flat dict of JSON scalars (or lists of them), limited in size."""
+    """A dict of JSON values (text, numbers, true/false, null, lists and objects, nested at most
+    MAX_ATTRIBUTE_DEPTH levels), limited in size; kept with their types."""
     if value is None:
         return {}
     if not isinstance(value, dict):

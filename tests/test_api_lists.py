@@ -275,7 +275,7 @@ def test_bulk_upsert_creates_updates_and_reports_bad_items_by_index(editor_api):
          "reason": "Unknown field 'colour'; use attributes, email, name, time_zone."},
     ]
     new = Subscriber.objects.get(email="new@example.org")
-    assert new.attributes == {"plan": "pro", "seats": "3"}  # stored as text, as a CSV import stores them
+    assert new.attributes == {"plan": "pro", "seats": 3}  # typed, as the single-subscriber API stores them
     assert Subscriber.objects.get(email="known@example.org").name == "Renamed"
     assert new.subscriptions.get().status == "confirmed" and new.subscriptions.get().source == "import"
     assert list(new.tags.values_list("name", flat=True)) == ["shop"]
