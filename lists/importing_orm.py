@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from . import events, importing_events
+from . import events, hygiene_import, importing_events
 from .models import ErasedAddress, ImportJob, Subscriber, Subscription, Suppression
 from .services import erased_digest
 
@@ -31,6 +31,9 @@ def run(job, reader, *, details, report, on_chunk, finish):
         on_chunk()
     report.add(sorted(reader.problems))
     reader.problems.clear()
+    if job.mode in (ImportJob.ADD, ImportJob.UPSERT):
+        with transaction.atomic():
+            batcher.hygiene.mark()
     finish(*batcher.totals)
 
 
@@ -42,9 +45,12 @@ class _Batcher:
         self.seen = {}  # lower-cased address -> line of its first row
         self.digests = ErasedAddress.objects.exists()
         self.totals = [0, 0, 0]
+        self.hygiene = hygiene_import.BatchScreen(job)
 
     def apply(self, batch):
         problems = []
+        if self.job.mode in (ImportJob.ADD, ImportJob.UPSERT):
+            batch = self.hygiene.screen(batch, problems)  # before duplicates, as importing_pg
         rows = [row for row in batch if not self._duplicate(row, problems)]
         mode = self.job.mode
         if mode in (ImportJob.ADD, ImportJob.UPSERT):

@@ -17,7 +17,7 @@ import io
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from . import importing_events
+from . import hygiene_import, importing_events
 from .models import ErasedAddress, ImportJob, Subscriber, Subscription, Suppression
 from .services import erased_digest
 
@@ -358,7 +358,10 @@ def merge(job, *, digests, details, report, finish):
             cursor.execute(setting)
         cursor.execute("ANALYZE import_row")  # a temp table has no statistics until asked
         if job.mode in (ImportJob.ADD, ImportJob.UPSERT):
-            counts = subscribe(cursor, job, digests=digests, details=details)
+            screening = hygiene_import.screen(cursor, job)  # role, throwaway, no MX: flagged or skipped
+            created, updated, skipped = subscribe(cursor, job, digests=digests, details=details)
+            hygiene_import.mark(cursor, screening)
+            counts = created, updated, skipped + screening.skipped
         elif job.mode == ImportJob.UNSUBSCRIBE:
             counts = unsubscribe(cursor, job, reason=details.unsubscribe_reason)
         else:
