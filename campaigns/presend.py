@@ -363,7 +363,7 @@ def spamassassin_score(sample):
 
 def _spam_result(title, report):
     fired = "; ".join(f"{rule.name} ({rule.score:+.1f}{', ' + rule.description if rule.description else ''})"
-                      for rule in report.rules if rule.score)
+                      for rule in sorted(report.rules, key=lambda rule: -rule.score) if rule.score)
     score = f"Score {report.score:.1f} (spam from {report.threshold:.1f})"
     rules = f". Rules that fired: {fired}." if fired else "."
     if report.is_spam:

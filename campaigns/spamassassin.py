@@ -41,7 +41,7 @@ class Report:
     is_spam: bool
     score: float
     threshold: float
-    rules: tuple  # Rule, in spamd's order (highest points first)
+    rules: tuple  # Rule, in the report's order
 
 
 def check(raw, url, *, timeout=TIMEOUT):

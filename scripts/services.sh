@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure Postgres and Redis answer on loopback for the tests (starting them when
 # installed but stopped, installing them with apt-get when missing, as root) and that
-# Debian's Chromium is there for the browser tests.
+# Debian's Chromium is there for the browser tests (and Dovecot and spamd for theirs).
 set -euo pipefail
 
 say() { echo "services: $*"; }
@@ -63,8 +63,17 @@ ensure_dovecot() {
   apt_install dovecot-imapd dovecot-pop3d
 }
 
+# The pre-send check's tests start their own spamd on loopback (tests/spamd.py), with the
+# rules Debian ships and local tests only, so they need no network.
+ensure_spamd() {
+  [ -x /usr/sbin/spamd ] && return
+  say "installing Debian's spamd (SpamAssassin) for the pre-send check tests"
+  apt_install spamd spamassassin
+}
+
 ensure_postgres
 ensure_redis
 ensure_chromium
 ensure_dovecot
+ensure_spamd
 say "PostgreSQL and Redis answer on 127.0.0.1; Chromium is at /usr/bin/chromium"
