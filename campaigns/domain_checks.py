@@ -137,7 +137,7 @@ def spf_check(sending_domain, backends, res):
     if not tree.records:
         return _result("spf", "SPF", ERROR, f"There is no SPF record at {name}.", _publish(record), record)
     if len(tree.records) > 1:
-        merged = _merge(tree.records[0], _mechanisms(backends))
+        merged = _merge(tree.records, _mechanisms(backends))
         return _result("spf", "SPF", ERROR, f"{name} has {len(tree.records)} SPF records; receivers treat that as "
                        "an error and ignore them all.", f"Replace them with one TXT record at {name}: {merged}",
                        domains.Record("spf", "SPF", "TXT", name, merged))
@@ -146,7 +146,7 @@ def spf_check(sending_domain, backends, res):
                        "Remove includes you no longer send through, or replace them with ip4:/ip6: ranges.")
     problems, missing, notes = _coverage(name, tree, backends, res)
     if problems:
-        merged = _merge(tree.records[0], missing)
+        merged = _merge(tree.records, missing)
         return _result("spf", "SPF", ERROR, f"The SPF record at {name} " + "; ".join(problems) + ".",
                        f"Replace the TXT record at {name} with: {merged}",
                        domains.Record("spf", "SPF", "TXT", name, merged))
@@ -173,7 +173,7 @@ def _coverage(name, tree, backends, res):
 
 
 def _smtp_coverage(name, backend, res, problems, missing, notes):
-    mechanism = domains.spf_mechanisms([backend])[0]
+    mechanisms = domains.spf_mechanisms([backend])[0]
     try:
         found = [backend.host] if _is_ip(backend.host) else ardns.addresses(backend.host, res)
     except ardns.DNSLookupError as exc:
@@ -189,8 +189,7 @@ def _smtp_coverage(name, backend, res, problems, missing, notes):
         if outcome.result != spf.PASS:
             problems.append(f"does not let {backend.host} ({address}) send for {backend.name} "
                             f"(a receiver gets “{outcome.result}”)")
-            if mechanism and mechanism not in missing:
-                missing.append(mechanism)
+            missing.extend(m for m in mechanisms if m not in missing)
 
 
 def _is_ip(host):
@@ -202,10 +201,15 @@ def _is_ip(host):
 
 
 def _merge(existing, wanted):
-    """`existing` SPF record with the `wanted` mechanisms it lacks added before its all (or redirect)."""
-    terms = existing.split()[1:]
-    tail = [t for t in terms if t.lower().lstrip("+-~?") == "all" or t.lower().startswith("redirect=")]
-    body = [t for t in terms if t not in tail]
+    """One SPF record: the mechanisms of the `existing` records (sorted, so the advice is stable),
+    then the `wanted` ones they lack, then the first record's all (or redirect)."""
+    body, tail = [], []
+    for record in sorted(existing):
+        for term in record.split()[1:]:
+            if term.lower().lstrip("+-~?") == "all" or term.lower().startswith("redirect="):
+                tail = tail or [term]
+            elif term not in body:
+                body.append(term)
     body += [m for m in wanted if m not in body]
     return " ".join(["v=spf1", *body, *(tail or ["~all"])])
 
