@@ -62,7 +62,7 @@ def announce_merge(job, details):
 
 def announce_created(subscribers):
     """`subscribers`: those a batch just created."""
-    if subscribers:
+    if subscribers and events.wanted(events.SUBSCRIBER_CREATED):
         events.publish(events.SUBSCRIBER_CREATED, lambda: [events.created_payload(s) for s in subscribers])
 
 
