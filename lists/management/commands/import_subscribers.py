@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from lists import importing
 from lists.importing_csv import CSVFileError, auto_mapping, parse_map_options, sniff, validate_mapping
+from lists.management.progress import ProgressBar
 from lists.models import ImportJob, MailingList
 from lists.validation import InvalidSubscriber
 
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         bar = ProgressBar(self.stdout, job.total_bytes)
         started = time.monotonic()
         try:
-            importing.run_import(job, progress=bar.update)
+            importing.run_import(job, progress=lambda job: bar.show(job.processed_bytes, count=job.rows))
         finally:
             bar.finish()
         if job.status == ImportJob.FAILED:
@@ -86,31 +87,3 @@ class Command(BaseCommand):
             self.stdout.write(f"Skipped and invalid rows, with line numbers: {importing.report_path(job)}")
         if importing.needs_confirmations(job):
             self.stdout.write("Confirmation mails to the new subscribers are queued; the worker sends them.")
-
-
-class ProgressBar:
-    """Rows, rows per second and percent of the file, redrawn in place on a terminal."""
-
-    WIDTH = 30
-
-    def __init__(self, out, total_bytes):
-        self.out, self.total = out, max(total_bytes, 1)
-        self.started, self.drawn = time.monotonic(), False
-        self.interactive = out.isatty()
-
-    def update(self, job):
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        share = min(job.processed_bytes / self.total, 1.0)
-        filled = int(self.WIDTH * share)
-        line = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%}  {job.rows:,} rows  "
-                f"{job.rows / elapsed:,.0f} rows/s")
-        if self.interactive:
-            self.out.write("\r" + line, ending="")
-            self.out.flush()
-        else:
-            self.out.write(line)
-        self.drawn = True
-
-    def finish(self):
-        if self.drawn and self.interactive:
-            self.out.write("")
