@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from lists.models import MailingList, Segment
 
-from . import dkim
+from . import dkim, warmup
 from .models import Backend, Broadcast, Layout, SenderIdentity, Template
 
 _LINE_BREAK = re.compile(r"[\r\n\x00]")
@@ -67,11 +67,11 @@ class WriteOnlyTextarea(forms.Textarea):
 SECRETS = ("password", "api_key", "api_secret", "dkim_private_key")
 COMMON_FIELDS = (
     "name", "is_active", "priority", "rate_per_second", "window_limit", "window_seconds",
-    "price_per_thousand", "retry_schedule", "give_up_hours",
+    "price_per_thousand", "retry_schedule", "give_up_hours", "warmup_schedule", "warmup_started_on",
 )
 SMTP_FIELDS = (
     "host", "port", "security", "username", "password",
-    "dkim_domain", "dkim_selector", "dkim_private_key", "dkim_generate",
+    "dkim_domain", "dkim_selector", "dkim_private_key", "dkim_generate", "domain_throttle",
 )
 # The fields each kind needs; esp_options keys are form fields of the same name.
 KIND_FIELDS = {
@@ -104,8 +104,10 @@ FIELD_GROUPS = (
     )),
     ("DKIM signing", ("dkim_domain", "dkim_selector", "dkim_private_key", "clear_dkim_private_key", "dkim_generate")),
     ("Limits, retries and price", (
-        "rate_per_second", "window_limit", "window_seconds", "price_per_thousand", "retry_schedule", "give_up_hours",
+        "rate_per_second", "window_limit", "window_seconds", "domain_throttle", "price_per_thousand",
+        "retry_schedule", "give_up_hours",
     )),
+    ("Warm-up", ("warmup_schedule", "warmup_started_on")),
 )
 ESP_KEY_REQUIRED = (Backend.MANDRILL, Backend.SENDGRID, Backend.POSTMARK, Backend.MAILGUN, Backend.BREVO)
 
@@ -140,6 +142,7 @@ class BackendForm(OneLineMixin, forms.ModelForm):
             "name", "is_active", "priority", "host", "port", "security", "username", "password",
             "api_key", "api_secret", "dkim_domain", "dkim_selector", "dkim_private_key",
             "rate_per_second", "window_limit", "window_seconds", "price_per_thousand", "retry_schedule",
+            "warmup_schedule", "warmup_started_on", "domain_throttle",
         )
         labels = {
             "is_active": "Enabled", "host": "Server host name", "username": "User name",
@@ -147,12 +150,15 @@ class BackendForm(OneLineMixin, forms.ModelForm):
             "dkim_selector": "DKIM selector", "dkim_private_key": "DKIM private key (PEM)",
             "rate_per_second": "Messages per second", "window_limit": "Quota per window",
             "window_seconds": "Window length (seconds)", "price_per_thousand": "Price per 1,000 messages",
+            "warmup_schedule": "Daily caps", "warmup_started_on": "Warm-up starts on",
+            "domain_throttle": "Per mailbox provider",
         }
         widgets = {
             "password": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
             "api_key": forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
             "api_secret": forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
             "dkim_private_key": WriteOnlyTextarea(attrs={"rows": 4, "autocomplete": "off"}),
+            "warmup_started_on": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         }
 
     def __init__(self, *args, kind, **kwargs):
@@ -211,6 +217,8 @@ class BackendForm(OneLineMixin, forms.ModelForm):
             self.add_error("api_secret", "Give both the access key ID and the secret access key, or neither.")
         if self.kind == Backend.SMTP:
             self._clean_dkim(data)
+        if data.get("warmup_schedule") and not data.get("warmup_started_on"):
+            data["warmup_started_on"] = warmup.local_date()  # day 1 is today
         return data
 
     def _clean_dkim(self, data):

@@ -16,7 +16,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from . import events
+from . import brakes, events
 from .models import BouncePolicy, Event, Message
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,10 @@ def feedback(kind, *, message=None, email="", uid, at=None, source, detail=""):
         )
         if not is_new:
             return []
-        return apply(kind, message=message, email=email, detail=detail)
+        done = apply(kind, message=message, email=email, detail=detail)
+        if message is not None:  # a broadcast's hard bounces and complaints move its brakes
+            done += brakes.feedback(kind, message.pk)
+        return done
 
 
 def apply(kind, *, message=None, email, detail=""):

@@ -22,16 +22,16 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import backends, ledger, ratelimit, stats
+from . import backends, brakes, ledger, ratelimit, stats, throttle, warmup
 from . import composing
 from .composing import Job, NotSendable
 from .models import Backend, Broadcast, Event, Message
 
 log = logging.getLogger(__name__)
 
-# Consecutive 5.7.x policy rejections that pause a broadcast: the sending domain or
-# IP is being refused, and going on would only hurt its reputation further.
-POLICY_PAUSE_AFTER = 5
+# Consecutive 5.7.x policy rejections that pause a broadcast (the sending domain or IP
+# is being refused, and going on would only hurt its reputation further) are set on
+# the bounce policy: campaigns.brakes.policy_pause_after().
 # Connection failures in a row after which a backend is skipped for BACKEND_REST.
 FAILOVER_AFTER = 3
 BACKEND_REST = timedelta(minutes=2)
@@ -118,6 +118,7 @@ class Batch:
         self.network_streak = 0
         self.stop = False
         self.limits = ratelimit.Limits.of(backend)
+        self.warmup = warmup.Allowance(backend)  # today's share of the warm-up cap
         self.allowance = 0
         self.delays = backend.retry_delays()
         self.lease_renewed = 0.0  # renewed before the first message: opening the connection may have taken long
@@ -125,6 +126,8 @@ class Batch:
 
     def run(self, job):
         self.job = job
+        if self._defer_throttled():
+            return
         try:
             with ledger.asynchronous_commit(), backends.transport_for(self.backend) as transport:
                 self.transport = transport
@@ -140,6 +143,7 @@ class Batch:
     def _settle(self):
         """Whatever happened, leave no row of ours behind: a submitted message whose outcome
         was lost is `unknown` (never sent again), the others go back to the queue."""
+        self.warmup.give_back()
         if self.in_flight is not None:
             row, self.in_flight = self.in_flight, None
             self.position = max(self.position, self.rows.index(row) + 1)
@@ -211,7 +215,7 @@ class Batch:
                 self.position = len(self.rows)
                 return False
             self.lease_renewed = now
-        return self._take_rate()
+        return self._take_warmup() and self._take_rate()
 
     def _recheck_rest(self):
         """Once a second, rows still waiting in this batch are checked again, so an unsubscribe
@@ -228,6 +232,31 @@ class Batch:
             return True
         self.stop = True
         self._hand_back(delay=0, status=Message.CANCELLED if status in (Broadcast.CANCELLED, None) else None)
+        return False
+
+    def _defer_throttled(self):
+        """Rows over a mailbox provider's limit go back to the queue (campaigns.throttle); True
+        when that was every row."""
+        deferred = throttle.defer(self.backend, self.rows, self.token)
+        self.skipped.update(deferred)
+        self.stop = bool(deferred) and len(deferred) == len(self.rows)
+        return self.stop
+
+    def _take_warmup(self):
+        """Over the warm-up's daily cap, the rest of the batch waits for the next day (no attempt counted)."""
+        try:
+            if self.warmup.take_one(len(self.rows) - self.position):
+                return True
+            delay = warmup.seconds_until(self.warmup.plan.resumes_at)
+        except ratelimit.RateLimitUnavailable as exc:
+            log.warning("%s; the batch goes back to the queue.", exc)
+            delay = 5
+        else:
+            sequence = getattr(self, "sequence", None)
+            warmup.note_wait("sequence" if sequence else "broadcast", (sequence or self.broadcast).pk,
+                             self.backend, self.warmup.plan)
+        self.stop = True
+        self._hand_back(delay=delay)
         return False
 
     def _take_rate(self):
@@ -289,7 +318,8 @@ class Batch:
 
     def _policy_rejection(self, row, response):
         self.policy_streak.append(row["pk"])
-        if len(self.policy_streak) < POLICY_PAUSE_AFTER:
+        pause_after = brakes.policy_pause_after()
+        if not pause_after or len(self.policy_streak) < pause_after:
             return
         reason = (
             f"Paused after {len(self.policy_streak)} messages in a row were refused as policy violations "
@@ -369,6 +399,8 @@ def send_batch(broadcast_id, *, token=None):
     finally:
         ledger.add_counts(broadcast_id, result.counts)
     stats.add_sent(Event.BROADCAST, broadcast_id, result.counts[Message.SENT])
+    if result.counts[Message.SENT] or result.counts[Message.FAILED]:
+        brakes.after_batch(broadcast_id)
     return result
 
 

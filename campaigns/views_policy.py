@@ -12,21 +12,34 @@ from django.views.decorators.http import require_http_methods
 from autoresponder.roles import has_role, role_required
 
 from . import events, policy
+from .forms import field_groups
 from .models import BouncePolicy
+
+ADDRESS_FIELDS = ("hard_bounce_suppresses", "soft_bounce_limit", "soft_bounce_days", "complaint_unsubscribes",
+                  "complaint_suppresses")
+# campaigns.brakes: when a broadcast pauses itself.
+BRAKE_FIELDS = ("brake_bounce_percent", "brake_complaint_percent", "brake_messages", "brake_min_messages",
+                "policy_pause_after")
 
 
 class BouncePolicyForm(forms.ModelForm):
     class Meta:
         model = BouncePolicy
-        fields = ["hard_bounce_suppresses", "soft_bounce_limit", "soft_bounce_days", "complaint_unsubscribes",
-                  "complaint_suppresses"]
+        fields = ADDRESS_FIELDS + BRAKE_FIELDS
         labels = {
             "hard_bounce_suppresses": "Suppress after one hard bounce",
             "soft_bounce_limit": "Soft bounces before suppressing",
             "soft_bounce_days": "Counted over (days)",
             "complaint_unsubscribes": "A complaint unsubscribes from every list",
             "complaint_suppresses": "A complaint suppresses the address",
+            "brake_messages": "Messages watched", "brake_min_messages": "Judged from (messages)",
+            "brake_bounce_percent": "Pause above this hard-bounce rate (%)",
+            "brake_complaint_percent": "Pause above this complaint rate (%)",
+            "policy_pause_after": "Pause after this many policy refusals (5.7.x) in a row",
         }
+
+    def groups(self):
+        return field_groups(self, (("Addresses", ADDRESS_FIELDS), ("Automatic brakes", BRAKE_FIELDS)))
 
 
 @role_required("viewer")

@@ -8,7 +8,10 @@ pytestmark = pytest.mark.django_db
 
 URL = "/settings/bounces/"
 VALID = {"hard_bounce_suppresses": "on", "soft_bounce_limit": "5", "soft_bounce_days": "30",
-         "complaint_unsubscribes": "on", "complaint_suppresses": "on"}
+         "complaint_unsubscribes": "on", "complaint_suppresses": "on",
+         # the automatic brakes, at their defaults (tests/test_brakes.py)
+         "brake_messages": "1000", "brake_min_messages": "100", "brake_bounce_percent": "5",
+         "brake_complaint_percent": "0.3", "policy_pause_after": "5"}
 
 
 def policy_values():
