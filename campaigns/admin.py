@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from . import backends, broadcasts
 from .models import (
-    Backend, BouncePolicy, Broadcast, Event, Layout, Link, LinkStats, Message, SenderIdentity,
+    Backend, BouncePolicy, BrakeState, Broadcast, Event, Layout, Link, LinkStats, Message, SenderIdentity,
     StatsBucket, Template,
 )
 
@@ -47,8 +47,9 @@ class BackendAdminForm(forms.ModelForm):
 class BackendAdmin(admin.ModelAdmin):
     form = BackendAdminForm
     list_display = ("name", "kind", "is_active", "priority", "rate_per_second", "window_limit",
-                    "price_per_thousand", "last_ok_at", "consecutive_failures", "down_until")
-    list_filter = ("kind", "is_active", "security")
+                    "price_per_thousand", "warmup_schedule", "warmup_started_on", "last_ok_at", "consecutive_failures",
+                    "down_until")
+    list_filter = ("kind", "is_active", "security", "warmup_started_on")
     search_fields = ("name", "host", "dkim_domain")
     readonly_fields = ("last_ok_at", "last_error", "last_error_at", "consecutive_failures", "created_at", "updated_at")
     actions = ["check_connection", "put_back_in_service"]
@@ -212,7 +213,8 @@ class LinkStatsAdmin(ScopeRecountMixin, admin.ModelAdmin):
 @admin.register(BouncePolicy)
 class BouncePolicyAdmin(admin.ModelAdmin):
     list_display = ("__str__", "hard_bounce_suppresses", "soft_bounce_limit", "soft_bounce_days",
-                    "complaint_unsubscribes", "complaint_suppresses", "updated_at")
+                    "complaint_unsubscribes", "complaint_suppresses", "brake_bounce_percent",
+                    "brake_complaint_percent", "brake_messages", "policy_pause_after", "updated_at")
     list_filter = ("hard_bounce_suppresses", "complaint_unsubscribes", "complaint_suppresses")
     search_fields = ("=soft_bounce_limit",)
     actions = ["reset_to_defaults"]
@@ -228,6 +230,27 @@ class BouncePolicyAdmin(admin.ModelAdmin):
         defaults = {f.name: f.default for f in BouncePolicy._meta.fields if f.name not in ("id", "updated_at")}
         changed = queryset.update(**defaults)
         self.message_user(request, f"{changed} policy reset to the defaults.", messages.SUCCESS)
+
+
+@admin.register(BrakeState)
+class BrakeStateAdmin(admin.ModelAdmin):
+    """The automatic brakes' counters (campaigns.brakes): read here, moved only by the pipeline."""
+
+    list_display = ("broadcast", "bounces", "complaints", "watched", "closed_at", "bounce_tripped_at",
+                    "complaint_tripped_at")
+    list_filter = ("closed_at", "bounce_tripped_at", "complaint_tripped_at")
+    search_fields = ("broadcast__name", "=broadcast__id")
+    list_select_related = ("broadcast",)
+    readonly_fields = [f.name for f in BrakeState._meta.fields]
+    actions = ["rearm"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Re-arm the brakes (a brake that paused the broadcast may pause it again)")
+    def rearm(self, request, queryset):
+        n = queryset.update(bounce_tripped_at=None, complaint_tripped_at=None)
+        self.message_user(request, f"Brakes re-armed on {n} broadcast(s).", messages.SUCCESS)
 
 
 from . import admin_hooks  # noqa: E402,F401  (REST hooks, in their own module)
