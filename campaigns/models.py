@@ -217,6 +217,15 @@ class SendingDomain(models.Model):
     checks = models.JSONField(default=list, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True, help_text="When every check last passed.")
+    # Warm-up of the From domain, whichever backend sends (campaigns/warmup.py).
+    warmup_schedule = models.CharField(
+        max_length=500, blank=True, validators=[validate_warmup_schedule],
+        help_text="Daily caps for mail From this domain, through any backend, from the start date, e.g. "
+        "50 100 500 1000 5000; after the last day there is no cap. Empty: no warm-up.",
+    )
+    warmup_started_on = models.DateField(
+        null=True, blank=True, help_text="Day 1 of the warm-up, in the site's time zone. Empty: the day it is saved."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
