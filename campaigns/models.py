@@ -391,6 +391,11 @@ class Broadcast(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True, help_text="When the ledger rows were written.")
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Stored once when it finishes (campaigns.costs.record), so no page counts its ledger again.
+    cost = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True,
+        help_text="What its sent messages cost, each at its backend's price per 1,000 when the broadcast finished.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -702,6 +707,16 @@ class Message(models.Model):
             models.Index(fields=["lease_until"], condition=Q(status="sending"), name="message_leased"),
             # campaigns.webhooks finds the row of an ESP event that lacks our metadata by the ESP's id.
             models.Index(fields=["provider_id"], condition=~Q(provider_id=""), name="message_provider_id"),
+            # A backend's sent messages in a time range: the quota figures
+            # (campaigns.dashboard_services.sends_in_window) and the monthly cost per backend
+            # (campaigns.costs.monthly) count them with an index-only scan.
+            models.Index(fields=["backend", "sent_at"], condition=Q(status="sent"), name="message_backend_sent"),
+            # A backend's latest retries and failures, newest first (campaigns.dashboard_services.recent_errors
+            # on the backend page); the final rows of every sent message stay out of it.
+            models.Index(
+                fields=["backend", "updated_at"], condition=Q(status__in=["retry", "failed"]),
+                name="message_backend_trouble",
+            ),
         ]
 
     def __str__(self):
