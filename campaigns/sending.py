@@ -118,7 +118,7 @@ class Batch:
         self.network_streak = 0
         self.stop = False
         self.limits = ratelimit.Limits.of(backend)
-        self.warmup = warmup.Allowance(backend)  # today's share of the warm-up cap
+        self.warmup = warmup.Allowance(backend, broadcast.sender.from_email)  # today's share of the warm-up caps
         self.allowance = 0
         self.delays = backend.retry_delays()
         self.lease_renewed = 0.0  # renewed before the first message: opening the connection may have taken long
@@ -247,14 +247,13 @@ class Batch:
         try:
             if self.warmup.take_one(len(self.rows) - self.position):
                 return True
-            delay = warmup.seconds_until(self.warmup.plan.resumes_at)
+            delay = warmup.seconds_until(self.warmup.resumes_at)
         except ratelimit.RateLimitUnavailable as exc:
             log.warning("%s; the batch goes back to the queue.", exc)
             delay = 5
         else:
             sequence = getattr(self, "sequence", None)
-            warmup.note_wait("sequence" if sequence else "broadcast", (sequence or self.broadcast).pk,
-                             self.backend, self.warmup.plan)
+            self.warmup.note_wait("sequence" if sequence else "broadcast", (sequence or self.broadcast).pk)
         self.stop = True
         self._hand_back(delay=delay)
         return False

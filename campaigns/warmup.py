@@ -102,44 +102,38 @@ class Plan:
         return day_start(self.date + timedelta(days=1))
 
 
-def plan_for(backend, now=None):
-    """Today's warm-up of `backend` (anything with warmup_schedule, warmup_started_on and pk),
-    or None when it has no warm-up schedule."""
-    caps = parse_schedule(backend.warmup_schedule) if backend.warmup_schedule else []
+def plan_for(owner, now=None, *, key=None):
+    """Today's warm-up of `owner` (a backend or a sending domain: anything with warmup_schedule,
+    warmup_started_on and pk), or None when it has no warm-up schedule."""
+    caps = parse_schedule(owner.warmup_schedule) if owner.warmup_schedule else []
     if not caps:
         return None
     today = local_date(now)
-    start = backend.warmup_started_on or today
+    start = owner.warmup_started_on or today
     day = max(1, (today - start).days + 1)
-    return Plan(key=f"b{backend.pk}", date=today, day=day, days=len(caps), cap=caps[day - 1] if day <= len(caps) else None)
+    return Plan(key=key or f"b{owner.pk}", date=today, day=day, days=len(caps),
+                cap=caps[day - 1] if day <= len(caps) else None)
 
 
-def next_cap(backend, plan):
+def next_cap(owner, plan):
     """Tomorrow's cap (None: no cap from tomorrow on)."""
-    caps = parse_schedule(backend.warmup_schedule)
+    caps = parse_schedule(owner.warmup_schedule)
     return caps[plan.day] if plan.day < len(caps) else None
 
 
 # --- Taking the day's allowance -------------------------------------------------------------
 
 
-class Allowance:
-    """A batch's share of today's cap: taken in chunks, one message at a time, and
-    the unused rest given back when the batch ends."""
+class Cap:
+    """One warm-up (a backend's or a From domain's) as a batch uses it: its share of
+    today's cap, taken in chunks one message at a time, the unused rest given back."""
 
-    def __init__(self, backend, now=None):
-        self.plan = plan_for(backend, now)
+    def __init__(self, plan, label):
+        self.plan = plan
+        self.label = label
         self.held = 0
 
-    @property
-    def is_capped(self):
-        return self.plan is not None and self.plan.cap is not None
-
     def take_one(self, remaining):
-        """True when one more message may go today; `remaining` is how many the batch
-        may still send (the size of the next chunk). Raises RateLimitUnavailable."""
-        if not self.is_capped:
-            return True
         if self.held < 1:
             self.held += take(self.plan, max(1, min(CHUNK, remaining)))
             if self.held < 1:
@@ -148,12 +142,63 @@ class Allowance:
         return True
 
     def give_back(self):
-        if self.is_capped and self.held > 0:
+        if self.held > 0:
             try:
                 give_back(self.plan, self.held)
             except RateLimitUnavailable as exc:  # the rest of today's cap is lost, never exceeded
                 log.warning("Could not give back %d of today's warm-up allowance: %s", self.held, exc)
         self.held = 0
+
+
+class Allowance:
+    """What a batch may still send today under the warm-ups of its backend and of its From
+    domain (a SendingDomain with a schedule); either cap stops it."""
+
+    def __init__(self, backend, from_email="", now=None):
+        caps = [Cap(plan_for(backend, now), str(backend))]
+        domain = sending_domain(from_email)
+        if domain is not None:
+            caps.append(Cap(plan_for(domain, now, key=f"d{domain.pk}"), f"the sending domain {domain.domain}"))
+        self.caps = [cap for cap in caps if cap.plan is not None and cap.plan.cap is not None]
+        self.refused = None  # the cap that stopped the batch
+
+    def take_one(self, remaining):
+        """True when one more message may go today; `remaining` is how many the batch may
+        still send (the size of the next chunk). Raises RateLimitUnavailable."""
+        for i, cap in enumerate(self.caps):
+            if not cap.take_one(remaining):
+                for earlier in self.caps[:i]:
+                    earlier.held += 1  # not used: kept for the next try, given back at the end
+                self.refused = cap
+                return False
+        return True
+
+    def give_back(self):
+        for cap in self.caps:
+            cap.give_back()
+
+    @property
+    def resumes_at(self):
+        return self.refused.plan.resumes_at
+
+    def note_wait(self, scope, pk):
+        """Remember, until the next day starts, that `scope` (broadcast or sequence) waits."""
+        plan = self.refused.plan
+        seconds = math.ceil((plan.resumes_at - timezone.now()).total_seconds())
+        if seconds > 0:
+            cache.set(_wait_key(scope, pk), {"owner": self.refused.label, "cap": plan.cap, "day": plan.day,
+                                             "resumes_at": plan.resumes_at.isoformat()}, timeout=seconds)
+
+
+def sending_domain(from_email):
+    """The SendingDomain of a From address when it has a warm-up schedule (one indexed query
+    per batch)."""
+    domain = (from_email or "").rpartition("@")[2].strip().lower()
+    if not domain:
+        return None
+    from .models import SendingDomain
+
+    return SendingDomain.objects.filter(domain=domain).exclude(warmup_schedule="").first()
 
 
 def take(plan, want):
@@ -281,14 +326,6 @@ def _wait_key(scope, pk):
     return f"campaigns:warmup-wait:{scope}:{pk}"
 
 
-def note_wait(scope, pk, backend, plan):
-    """Remember, until the next day starts, that `scope` (broadcast or sequence) waits for it."""
-    seconds = math.ceil((plan.resumes_at - timezone.now()).total_seconds())
-    if seconds > 0:
-        cache.set(_wait_key(scope, pk), {"backend": str(backend), "cap": plan.cap, "day": plan.day,
-                                         "resumes_at": plan.resumes_at.isoformat()}, timeout=seconds)
-
-
 def waiting(scope, pk):
     """The plain sentence for a broadcast's or sequence's page, or '' when it is not waiting."""
     note = cache.get(_wait_key(scope, pk))
@@ -296,7 +333,7 @@ def waiting(scope, pk):
         return ""
     resumes = datetime.fromisoformat(note["resumes_at"])
     return (
-        f"Waiting for tomorrow's warm-up allowance: {note['backend']} has sent its {note['cap']} messages for "
+        f"Waiting for tomorrow's warm-up allowance: {note['owner']} has sent its {note['cap']} messages for "
         f"day {note['day']} of its warm-up. The rest go from {resumes:%Y-%m-%d %H:%M} ({settings.TIME_ZONE}); "
         "nothing has failed."
     )
@@ -306,10 +343,11 @@ def seconds_until(when, now=None):
     return max(1.0, (when - (now or timezone.now())).total_seconds())
 
 
-def status(backend, now=None):
-    """The backend page's figures: day, cap, used today, tomorrow's cap (None without a warm-up)."""
+def status(owner, now=None, *, key=None):
+    """The backend's (or sending domain's) page figures: day, cap, used today, tomorrow's cap
+    (None without a warm-up)."""
     try:
-        plan = plan_for(backend, now)
+        plan = plan_for(owner, now, key=key)
     except ValidationError:
         return None
     if plan is None:
@@ -317,7 +355,7 @@ def status(backend, now=None):
     used = used_today(plan) if plan.cap is not None else None
     return {
         "day": plan.day, "days": plan.days, "cap": plan.cap, "used": used, "is_over": plan.cap is None,
-        "next_cap": next_cap(backend, plan) if plan.cap is not None else None,
+        "next_cap": next_cap(owner, plan) if plan.cap is not None else None,
         "percent": min(100, int(100 * used / plan.cap)) if plan.cap and used is not None else 0,
-        "started_on": backend.warmup_started_on, "resumes_at": plan.resumes_at,
+        "started_on": owner.warmup_started_on, "resumes_at": plan.resumes_at,
     }

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns import ledger, sending, step_sending, warmup
-from campaigns.models import Backend, Broadcast, Message
+from campaigns.models import Backend, Broadcast, Message, SendingDomain
 from tests.sending_factories import BroadcastFactory, SMTPBackendFactory, audience, backend_for
 from tests.sequence_helpers import T0, build, people, run
 
@@ -165,6 +165,30 @@ def test_a_finished_warm_up_sends_without_a_cap(smtp_server):
     backend_for(smtp_server, warmup_schedule="1", warmup_started_on=warmup.local_date() - timedelta(days=1))
     broadcast = started(3)
     assert sending.send_batch(broadcast.pk).counts["sent"] == 3
+
+
+def test_a_sending_domain_warm_up_caps_its_mail_through_any_backend(smtp_server):
+    # given: the From domain (alice.example) on day 1 of "1 10"; the backend has no warm-up
+    SendingDomain.objects.create(domain="alice.example", warmup_schedule="1 10", warmup_started_on=warmup.local_date())
+    backend_for(smtp_server)
+    broadcast = started(3)
+    # when
+    sending.send_batch(broadcast.pk)
+    # then
+    assert sorted(broadcast.messages.values_list("status", "attempts")) == [("queued", 0), ("queued", 0), ("sent", 1)]
+    assert warmup.waiting("broadcast", broadcast.pk).startswith(
+        "Waiting for tomorrow's warm-up allowance: the sending domain alice.example has sent its 1 messages for day 1")
+
+
+def test_both_caps_hold_and_the_one_not_used_is_given_back(smtp_server):
+    # given: the backend may send 5 today, the domain 2
+    SendingDomain.objects.create(domain="alice.example", warmup_schedule="2", warmup_started_on=warmup.local_date())
+    backend = backend_for(smtp_server, warmup_schedule="5", warmup_started_on=warmup.local_date())
+    # when
+    sending.send_batch(started(4).pk)
+    # then: two went; the backend counts two, not what its chunk took
+    assert len(smtp_server.messages) == 2
+    assert warmup.status(backend)["used"] == 2
 
 
 def test_a_sequence_waits_for_the_allowance_too_and_says_so(smtp_server, alice_client):

@@ -23,3 +23,9 @@ def warmup_wait(scope, pk):
 @register.inclusion_tag("campaigns/guardrails/_backend_warmup.html")
 def backend_warmup(backend):
     return {"backend": backend, "warmup": warmup.status(backend)}
+
+
+@register.inclusion_tag("campaigns/guardrails/_domain_warmup.html")
+def domain_warmup(domain):
+    """A sending domain's warm-up: day, cap and what mail From it used today, through every backend."""
+    return {"domain": domain, "warmup": warmup.status(domain, key=f"d{domain.pk}")}
