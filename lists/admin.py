@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.db import models
 
-from . import importing, services
+from . import hygiene_import, importing, services
 from .models import ErasedAddress, ImportJob, MailingList, Segment, Subscriber, Subscription, Suppression, Tag
 
 
@@ -17,7 +17,7 @@ class TagActionForm(ActionForm):
 class MailingListAdmin(admin.ModelAdmin):
     list_display = ("name", "opt_in", "from_email", "track_opens", "track_clicks", "privacy_mode", "is_archived",
                     "created_at")
-    list_filter = ("opt_in", "is_archived", "track_opens", "track_clicks", "privacy_mode")
+    list_filter = ("opt_in", "is_archived", "track_opens", "track_clicks", "privacy_mode", "reject_disposable")
     search_fields = ("name", "from_email", "=public_id")
     readonly_fields = ("public_id", "created_at", "updated_at")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -54,15 +54,28 @@ def _count(request, admin_obj, n, what):
 
 @admin.register(Subscriber)
 class SubscriberAdmin(admin.ModelAdmin):
-    list_display = ("email", "name", "status", "time_zone", "created_at")
-    list_filter = ("status", "subscriptions__status", "subscriptions__mailing_list", "tags")
+    list_display = ("email", "name", "status", "flags", "time_zone", "created_at")
+    list_filter = ("status", "is_role_address", "is_disposable_address", "has_no_mx", "subscriptions__status",
+                   "subscriptions__mailing_list", "tags")
     search_fields = ("email", "name")
     autocomplete_fields = ("tags",)
     readonly_fields = ("created_at", "updated_at")
     inlines = [SubscriptionInline]
     action_form = TagActionForm
-    actions = ["add_tag", "remove_tag", "unsubscribe_all", "suppress_addresses", "blocklist", "wipe"]
+    actions = ["add_tag", "remove_tag", "unsubscribe_all", "suppress_addresses", "blocklist", "wipe", "recheck_flags"]
     show_full_result_count = False  # no COUNT(*) over a million rows on every page
+
+    @admin.display(description="Hygiene flags")
+    def flags(self, subscriber):
+        labels = [label for field, label in (("is_role_address", "role address"),
+                                             ("is_disposable_address", "throwaway"), ("has_no_mx", "no mail server"))
+                  if getattr(subscriber, field)]
+        return ", ".join(labels) or "—"
+
+    @admin.action(description="Check the role and throwaway flags of the selected subscribers again")
+    def recheck_flags(self, request, queryset):
+        # No MX look-ups here (a request should not wait on DNS): manage.py flag_subscribers --check-mx does them.
+        _count(request, self, hygiene_import.reflag(queryset), "subscriber(s) with changed flags")
 
     def _tag_name(self, request):
         name = request.POST.get("tag", "").strip()
@@ -187,8 +200,8 @@ class ImportJobAdmin(admin.ModelAdmin):
     """CSV imports, started from the dashboard or `manage.py import_subscribers`; kept as a record."""
 
     list_display = ("pk", "original_name", "mailing_list", "mode", "confirmed", "status", "rows", "created",
-                    "updated", "skipped", "invalid", "created_by", "created_at")
-    list_filter = ("status", "mode", "confirmed", "created_at")
+                    "updated", "skipped", "invalid", "flagged", "created_by", "created_at")
+    list_filter = ("status", "mode", "confirmed", "check_mx", "skip_flagged", "created_at")
     search_fields = ("original_name", "mailing_list__name", "created_by__username", "failure")
     list_select_related = ("mailing_list", "created_by")
     readonly_fields = [f.name for f in ImportJob._meta.fields]

@@ -17,7 +17,7 @@ one-subscriber services do, so REST hooks see bulk changes too.
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import events
+from . import events, hygiene
 from .models import MailingList, Subscriber, Subscription, Tag
 from .search import search_subscribers
 from .validation import clean_tag, one_line
@@ -31,10 +31,11 @@ EVENT_CHUNK = 1000
 CHUNK = 10_000
 ACTIONS = ("tag", "untag", "unsubscribe", "delete")
 STATUSES = {s for s, _ in Subscription.STATUS_CHOICES}
+FLAGS = {f for f, _ in hygiene.FILTER_CHOICES}
 
 
 def subscribers_for(spec):
-    """The subscribers a bulk action names: {"ids": [...]} or {"filters": {"q", "list", "status", "tag"}}
+    """The subscribers a bulk action names: {"ids": [...]} or {"filters": {"q", "list", "status", "tag", "flag"}}
     as the subscriber index shows them. A list id or tag name that names nothing matches nobody."""
     if spec.get("ids") is not None:
         return Subscriber.objects.filter(pk__in=spec["ids"])
@@ -45,7 +46,9 @@ def subscribers_for(spec):
     if (list_id and mailing_list is None) or (tag_name and tag is None):
         return Subscriber.objects.none()
     status = filters.get("status") if filters.get("status") in STATUSES else None
-    return search_subscribers(str(filters.get("q") or "")[:200], mailing_list=mailing_list, status=status, tag=tag)
+    flag = filters.get("flag") if filters.get("flag") in FLAGS else None
+    return search_subscribers(str(filters.get("q") or "")[:200], mailing_list=mailing_list, status=status, tag=tag,
+                              flag=flag)
 
 
 def apply(action, subscribers, *, tag_name="", mailing_list=None, reason=""):

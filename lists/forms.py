@@ -6,7 +6,7 @@ import re
 from django import forms
 from liquid.exceptions import LiquidError
 
-from . import confirmation
+from . import confirmation, hygiene
 from .models import MailingList, Subscriber
 from .validation import InvalidSubscriber, clean_attributes, clean_name, clean_tag, clean_time_zone, normalize_email
 
@@ -60,7 +60,10 @@ class SignupForm(forms.Form):
         self.fields[HONEYPOT].widget.attrs.update({"tabindex": "-1", "autocomplete": "off"})
 
     def clean_email(self):
-        return _checked(normalize_email, self.cleaned_data["email"])
+        email = _checked(normalize_email, self.cleaned_data["email"])
+        if self.mailing_list.reject_disposable and hygiene.is_disposable_address(email):
+            raise forms.ValidationError(hygiene.DISPOSABLE_SIGNUP_MESSAGE)
+        return email
 
     def clean_name(self):
         return _checked(clean_name, self.cleaned_data["name"])
@@ -138,7 +141,7 @@ class MailingListForm(forms.ModelForm):
             "name", "description", "opt_in", "from_name", "from_email", "reply_to", "postal_address",
             "consent_text", "form_fields", "thank_you_message", "thank_you_url", "confirmed_message",
             "confirmation_subject", "confirmation_body", "accent_color", "time_zone",
-            "track_opens", "track_clicks", "privacy_mode", "is_archived",
+            "track_opens", "track_clicks", "privacy_mode", "reject_disposable", "is_archived",
         ]
         widgets = {
             "accent_color": forms.TextInput(attrs={"type": "color"}),
@@ -151,6 +154,8 @@ class MailingListForm(forms.ModelForm):
         help_texts = {
             "confirmation_subject": "Liquid template; you can use {{ list.name }} and {{ subscriber.name }}.",
             "confirmation_body": "Liquid template; must contain {{ confirm_url }}, the link that confirms.",
+            "reject_disposable": "The signup form asks people whose address is at a throwaway mail service "
+                                 "(such as mailinator.com) for their regular address instead.",
         }
 
     def _one_line(self, field):

@@ -22,6 +22,17 @@ class ImportForm(forms.Form):
     )
     tags = forms.CharField(required=False, max_length=1000, label="Tags",
                            help_text="Comma-separated; added to every imported subscriber.")
+    check_mx = forms.BooleanField(
+        required=False, label="Check that each domain has a mail server",
+        help_text="Looks up each domain once (answers are kept for a day); addresses at domains without a mail "
+        "server are flagged. Adds up to two minutes to a large import.",
+    )
+    skip_flagged = forms.BooleanField(
+        required=False, label="Skip role addresses and throwaway domains",
+        help_text="Role addresses (info@, postmaster@, …), throwaway mail services and, with the check above, "
+        "domains without a mail server are left out and listed with the reason. Without this they are "
+        "imported with a flag you can filter on.",
+    )
 
     def clean_tags(self):
         try:

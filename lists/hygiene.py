@@ -69,6 +69,8 @@ ROLE, DISPOSABLE, NO_MX = "role", "disposable", "no_mx"
 LABELS = {ROLE: "role address", DISPOSABLE: "throwaway domain", NO_MX: "no mail server"}
 FIELDS = {ROLE: "is_role_address", DISPOSABLE: "is_disposable_address", NO_MX: "has_no_mx"}
 ANY = "any"  # the subscriber index's filter: any of the three
+FILTER_CHOICES = [(ANY, "Any flag"), (ROLE, "Role addresses"), (DISPOSABLE, "Throwaway domains"),
+                  (NO_MX, "No mail server")]
 
 DISPOSABLE_SIGNUP_MESSAGE = (
     "This address is at a throwaway mail service, and this list does not accept those. "

@@ -39,6 +39,7 @@ from datetime import date, datetime, time
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from . import hygiene
 from .lookups import ATTRIBUTE_KEY, attribute_equals, text_contains
 from .models import Subscriber, Subscription, Tag
 from .segments import conditions_q
@@ -48,7 +49,7 @@ SUBSCRIPTION_STATUSES = {s for s, _ in Subscription.STATUS_CHOICES}
 
 
 def search_subscribers(query="", *, mailing_list=None, status=None, tag=None, segment=None,
-                       created_after=None, created_before=None):
+                       created_after=None, created_before=None, flag=None):
     """Subscribers matching all the given filters, newest first (a lazy QuerySet).
 
     - `query`: terms as described in the module docstring; "" matches everyone.
@@ -61,6 +62,8 @@ def search_subscribers(query="", *, mailing_list=None, status=None, tag=None, se
     - `segment`: a Segment; its conditions are added to the same query.
     - `created_after` / `created_before`: datetimes or dates (a date means its
       start, in the current time zone), inclusive and exclusive.
+    - `flag`: a hygiene flag (lists.hygiene: "role", "disposable", "no_mx") or
+      "any" of them; served by the flags' partial indexes.
     """
     queryset = Subscriber.objects.filter(query_q(query)).order_by("-created_at", "-id")
     queryset = queryset.filter(_membership_q(mailing_list, status))
@@ -72,7 +75,19 @@ def search_subscribers(query="", *, mailing_list=None, status=None, tag=None, se
         queryset = queryset.filter(created_at__gte=_moment(created_after))
     if created_before is not None:
         queryset = queryset.filter(created_at__lt=_moment(created_before))
+    if flag is not None:
+        queryset = queryset.filter(flag_q(flag))
     return queryset
+
+
+def flag_q(flag):
+    """Subscribers carrying a hygiene flag ("role", "disposable", "no_mx"), or "any" of them."""
+    if flag == hygiene.ANY:
+        return Q(**{hygiene.FIELDS[hygiene.ROLE]: True}) | Q(**{hygiene.FIELDS[hygiene.DISPOSABLE]: True}) | Q(
+            **{hygiene.FIELDS[hygiene.NO_MX]: True})
+    if flag not in hygiene.FIELDS:
+        raise ValueError(f"Unknown flag {flag!r}.")
+    return Q(**{hygiene.FIELDS[flag]: True})
 
 
 def parse_query(query):

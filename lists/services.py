@@ -27,7 +27,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import confirmation, events
+from . import confirmation, events, hygiene
 from .models import ErasedAddress, Subscriber, Subscription, Suppression, Tag
 from .validation import (
     InvalidSubscriber,
@@ -145,7 +145,7 @@ def _subscriber_for(email, profile, *, overwrite):
     if subscriber is None:
         try:
             with transaction.atomic():
-                subscriber = Subscriber.objects.create(email=email, **profile)
+                subscriber = Subscriber.objects.create(email=email, **profile, **hygiene.classify(email).fields())
                 events.publish(events.SUBSCRIBER_CREATED, lambda: [events.created_payload(subscriber)])
                 return subscriber
         except IntegrityError:  # another request created the same address a moment ago
@@ -318,6 +318,8 @@ def update_subscriber(subscriber, *, name=None, attributes=None, time_zone=None,
     changes = {}
     if email is not None:
         changes["email"] = _new_address(subscriber, normalize_email(email))
+        if changes["email"].lower() != subscriber.email.lower():
+            changes.update(hygiene.classify(changes["email"]).fields())  # a new address: its own flags
     if name is not None:
         changes["name"] = clean_name(name)
     if attributes is not None:

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponder.overview import subscriber_sections
 from autoresponder.roles import has_role, role_required
 
-from . import services
+from . import hygiene, services
 from .forms import AddSubscriberForm, MailingListForm, SubscriberForm, TagForm, custom_fields
 from .models import MailingList, Subscriber, Subscription, Suppression, Tag
 from .public import embed_snippet
@@ -31,6 +31,7 @@ PAGE_SIZE = 50
 COUNTS_CACHE_KEY = "lists:counts-by-list"
 COUNTS_CACHE_SECONDS = 60
 STATUSES = [s for s, _ in Subscription.STATUS_CHOICES]
+FLAGS = [f for f, _ in hygiene.FILTER_CHOICES]
 
 
 def _context(request, **extra):
@@ -192,7 +193,9 @@ def _filters(request):
     mailing_list = MailingList.objects.filter(pk=list_id).first() if list_id.isdigit() else None
     tag = Tag.objects.filter(name=tag_name).first() if tag_name else None
     status = params.get("status") if params.get("status") in STATUSES else None
-    filters = {"query": params.get("q", "").strip()[:200], "mailing_list": mailing_list, "status": status, "tag": tag}
+    flag = params.get("flag") if params.get("flag") in FLAGS else None
+    filters = {"query": params.get("q", "").strip()[:200], "mailing_list": mailing_list, "status": status, "tag": tag,
+               "flag": flag}
     return filters, (list_id.isdigit() and mailing_list is None) or (tag_name and tag is None)
 
 
@@ -220,6 +223,7 @@ def subscriber_index(request):
         request, subscribers=subscribers, filters=filters, tag_name=request.GET.get("tag", ""),
         next_after=next_after, is_first_page=not after, base_query=query.urlencode(),
         lists=MailingList.objects.order_by("name"), statuses=Subscription.STATUS_CHOICES,
+        flags=hygiene.FILTER_CHOICES,
     )
     template = "lists/_subscriber_table.html" if request.htmx else "lists/subscriber_index.html"
     return render(request, template, context)

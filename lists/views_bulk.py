@@ -21,7 +21,7 @@ from autoresponder.roles import role_required
 from . import bulk_actions, bulk_jobs
 from .forms_bulk import BulkActionForm
 
-FILTER_FIELDS = ("q", "list", "status", "tag")
+FILTER_FIELDS = ("q", "list", "status", "tag", "flag")
 
 
 def _back_url(post):

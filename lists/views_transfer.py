@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponder import ratelimit
 from autoresponder.roles import has_role, role_required
 
-from . import exporting, importing, segments
+from . import counting, exporting, hygiene, importing, segments
 from .forms_transfer import (
     TARGET_CHOICES,
     ImportForm,
@@ -33,8 +33,8 @@ from .models import ImportJob, MailingList, Segment, Tag
 from .search import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, search_subscribers
 
 UPLOADS_PER_HOUR = 30
+FLAGS = {f for f, _ in hygiene.FILTER_CHOICES}
 EXPORTS_PER_HOUR = 30
-PREVIEW_EXAMPLES = 5
 
 
 # --- Import ------------------------------------------------------------------------------------
@@ -69,6 +69,7 @@ def _upload(request, form, mailing_list):
     return ImportJob.objects.create(
         mailing_list=mailing_list, created_by=request.user, file=name, original_name=Path(upload.name).name[:255],
         mode=form.cleaned_data["mode"], confirmed=form.cleaned_data["confirmed"], tags=form.cleaned_data["tags"],
+        check_mx=form.cleaned_data["check_mx"], skip_flagged=form.cleaned_data["skip_flagged"],
     )
 
 
@@ -148,7 +149,7 @@ def export_list(request, pk):
 
 @role_required("viewer")
 def export_search(request):
-    """The subscribers a search finds (the subscriber page's filters: q, list, status, tag, segment)."""
+    """The subscribers a search finds (the subscriber page's filters: q, list, status, tag, segment, flag)."""
     try:
         found = search_subscribers(**_search_filters(request.GET))
     except segments.SegmentError as exc:  # a segment whose list or field is gone
@@ -172,6 +173,7 @@ def _search_filters(params):
         "status": status if status in allowed else None,
         "tag": Tag.objects.filter(Q(name=tag) | Q(pk=int(tag) if tag.isdigit() else None)).first() if tag else None,
         "segment": Segment.objects.filter(pk=number("segment")).first() if number("segment") else None,
+        "flag": params.get("flag") if params.get("flag") in FLAGS else None,
     }
 
 
@@ -232,18 +234,16 @@ def _render_segment(request, segment, form, conditions, per_condition, *, genera
         "ops": [(name, field.kind, field.ops) for name, field in segments.FIELDS.items()],
         "kinds": {name: field.kind for name, field in segments.FIELDS.items()},
         "lists": MailingList.objects.order_by("name"), "tags": Tag.objects.all(),
-        "preview": _count(conditions, segment.match) if segment.pk and not per_condition else None,
     })
 
 
 def _count(conditions, match):
-    """{"count", "examples"} for valid conditions, {"errors"} otherwise."""
+    """{"count", "examples", "counted_at"} for valid conditions (kept a minute: lists.counting),
+    {"errors"} otherwise. The editor asks for it with htmx once the page is shown."""
     errors = segments.validate_conditions(conditions, match)
     if errors:
         return {"errors": errors}
-    found = segments.subscribers_matching(conditions, match)
-    return {"count": found.count(), "examples": list(found.order_by("-id").values_list("email", flat=True)
-                                                     [:PREVIEW_EXAMPLES])}
+    return counting.segment_preview(conditions, match)
 
 
 def _preview(request, conditions, match):
