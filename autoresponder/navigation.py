@@ -13,6 +13,7 @@ ENTRIES = (
     ("Broadcasts", "campaigns:broadcast_index", "viewer"),
     ("Templates", "campaigns:template_index", "viewer"),
     ("Sending", "campaigns:backend_index", "viewer"),
+    ("Domains", "campaigns:domain_index", "viewer"),
     ("Outbox", "outbox", "viewer"),
     ("API", "api_tokens", "viewer"),
     ("Settings", "settings", "viewer"),
@@ -38,4 +39,8 @@ def navigation(request):
         if url and has_role(user, role):
             active = path == url if url == "/" else path.startswith(url)
             nav.append({"label": label, "url": url, "active": active})
+    # One entry is current: the longest match (/sending/domains/ is Domains, not Sending).
+    current = max((item for item in nav if item["active"]), key=lambda item: len(item["url"]), default=None)
+    for item in nav:
+        item["active"] = item is current
     return {"nav": nav, "user_role": role_of(user)}

@@ -244,6 +244,8 @@ CELERY_BEAT_SCHEDULE = {
     # Delivers due REST hook deliveries (retries, and any whose bell was lost) (campaigns/hooks.py).
     "campaigns-hooks": {"task": "campaigns.deliver_hooks", "schedule": float(env_int("HOOK_BEAT_SECONDS", 30))},
     "campaigns-hooks-prune": {"task": "campaigns.prune_hook_deliveries", "schedule": 3600.0},
+    # Looks every sending domain's DKIM, SPF, DMARC and MX records up again (campaigns/domain_checks.py).
+    "campaigns-check-domains": {"task": "campaigns.check_sending_domains", "schedule": 86400.0},
 }
 
 # --- Outgoing mail --------------------------------------------------------------------

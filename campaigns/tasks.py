@@ -104,3 +104,11 @@ def read_bounce_mailbox():
     finally:
         cache.delete("campaigns:bounce-mailbox")
 
+
+
+@shared_task(name="campaigns.check_sending_domains", ignore_result=True)
+def check_sending_domains():
+    """Beat, daily: look every sending domain's DNS records up again (campaigns.domain_checks)."""
+    from . import domain_checks
+
+    domain_checks.check_all()

@@ -3,6 +3,7 @@ from django.urls import path
 from . import tracking, views_policy
 from . import views_hooks as rest_hooks
 from . import views_broadcasts as broadcasts
+from . import views_domains as domains
 from . import views_preview as previews
 from . import views_sending as sending
 from . import views_sequences as sequences
@@ -81,6 +82,16 @@ urlpatterns = [
     path("sending/<int:pk>/test/", sending.backend_test, name="backend_test"),
     path("sending/<int:pk>/toggle/", sending.backend_toggle, name="backend_toggle"),
     path("sending/<int:pk>/delete/", sending.backend_delete, name="backend_delete"),
+    # Dashboard: sending domains (DKIM keys, DNS records and their checks)
+    path("sending/domains/", domains.domain_index, name="domain_index"),
+    path("sending/domains/new/", domains.domain_create, name="domain_create"),
+    path("sending/domains/<int:pk>/", domains.domain_detail, name="domain_detail"),
+    path("sending/domains/<int:pk>/edit/", domains.domain_edit, name="domain_edit"),
+    path("sending/domains/<int:pk>/check/", domains.domain_check, name="domain_check"),
+    path("sending/domains/<int:pk>/rotate/", domains.domain_rotate, name="domain_rotate"),
+    path("sending/domains/<int:pk>/ed25519/", domains.domain_add_ed25519, name="domain_add_ed25519"),
+    path("sending/domains/<int:pk>/keys/<int:key_pk>/forget/", domains.key_forget, name="domain_key_forget"),
+    path("sending/domains/<int:pk>/delete/", domains.domain_delete, name="domain_delete"),
     # Dashboard: sender identities (listed on the settings page, `settings` in urls_global.py)
     path("settings/bounces/", views_policy.bounce_policy, name="bounce_policy"),
     path("settings/senders/new/", senders.sender_form, name="sender_create"),

@@ -1,0 +1,39 @@
+"""Forms for sending domains (campaigns/views_domains.py)."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .domain_names import normalize_domain
+from .models import SendingDomain
+
+
+def _optional_domain(value):
+    return normalize_domain(value) if value.strip() else ""
+
+
+class DomainSettingsForm(forms.ModelForm):
+    """What can change after a domain is added: the DMARC report address and the Return-Path domain."""
+
+    class Meta:
+        model = SendingDomain
+        fields = ["dmarc_rua", "return_path_domain"]
+        labels = {"return_path_domain": "Return-Path domain"}
+
+    def clean_return_path_domain(self):
+        return _optional_domain(self.cleaned_data.get("return_path_domain", ""))
+
+
+class DomainCreateForm(DomainSettingsForm):
+    ed25519 = forms.BooleanField(
+        required=False, label="Also sign with an Ed25519 key (a second, shorter signature newer receivers check)",
+    )
+
+    class Meta(DomainSettingsForm.Meta):
+        fields = ["domain", "dmarc_rua", "return_path_domain"]
+        help_texts = {"domain": "The domain after the @ of your From address, e.g. example.com."}
+
+    def clean_domain(self):
+        name = normalize_domain(self.cleaned_data.get("domain", ""))
+        if SendingDomain.objects.filter(domain=name).exists():
+            raise ValidationError(f"{name} is already a sending domain.")
+        return name
