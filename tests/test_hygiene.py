@@ -453,3 +453,18 @@ def test_the_command_flags_existing_subscribers(flagged, dns, capsys):
     assert flags_of("ada@example.org", "postmaster@example.org", "grace@mailinator.com", "cy@nomx.test") == [
         (False, False, True), (True, False, True), (False, True, True), (False, False, True)]
     assert capsys.readouterr().out == "Flags changed on 2 subscriber(s).\nFlags changed on 4 subscriber(s).\n"
+
+
+def test_the_import_command_takes_the_hygiene_options(tmp_path, newsletter, dns):
+    import io
+
+    path = tmp_path / "people.csv"
+    path.write_text("email\nada@mail.test\ninfo@mail.test\nbob@nomx.test\n")
+    out = io.StringIO()
+
+    call_command("import_subscribers", str(path), "--list", str(newsletter.pk), "--confirmed", "--check-mx",
+                 "--skip-flagged", stdout=out)
+
+    job = ImportJob.objects.get()
+    assert (job.check_mx, job.skip_flagged, job.created, job.skipped, job.flagged) == (True, True, 1, 2, 2)
+    assert "2 role, throwaway or mail-less address(es) skipped." in out.getvalue().splitlines()

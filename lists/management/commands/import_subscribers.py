@@ -28,6 +28,11 @@ class Command(BaseCommand):
         parser.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD",
                             help="map a column to email, name, time_zone, attributes.<key>, or nothing (COLUMN=)")
         parser.add_argument("--tag", action="append", default=[], help="tag every imported subscriber (repeatable)")
+        parser.add_argument("--check-mx", action="store_true",
+                            help="look up each domain's mail servers and flag addresses at domains without any")
+        parser.add_argument("--skip-flagged", action="store_true",
+                            help="skip role addresses, throwaway domains and (with --check-mx) domains without "
+                                 "mail servers instead of importing them with a flag")
 
     def handle(self, *args, **options):
         path = Path(options["file"]).resolve()
@@ -66,6 +71,7 @@ class Command(BaseCommand):
         return ImportJob.objects.create(
             mailing_list=mailing_list, file=str(path), original_name=path.name[:255], mode=mode,
             confirmed=options["confirmed"], mapping=mapping, tags=tags, total_bytes=path.stat().st_size,
+            check_mx=options["check_mx"], skip_flagged=options["skip_flagged"],
         )
 
     def _describe(self, path, mailing_list, mode, confirmed, mapping):
@@ -83,6 +89,9 @@ class Command(BaseCommand):
             f"Done in {seconds:.1f} s: {job.rows:,} rows, {job.created:,} created, {job.updated:,} updated, "
             f"{job.skipped:,} skipped, {job.invalid:,} invalid."
         )
+        if job.flagged:
+            what = "skipped" if job.skip_flagged else "flagged (see the Subscribers page's Flag filter)"
+            self.stdout.write(f"{job.flagged:,} role, throwaway or mail-less address(es) {what}.")
         if job.error_report:
             self.stdout.write(f"Skipped and invalid rows, with line numbers: {importing.report_path(job)}")
         if importing.needs_confirmations(job):
