@@ -23,7 +23,8 @@ class DkimKeyInline(admin.TabularInline):
 
 @admin.register(SendingDomain)
 class SendingDomainAdmin(admin.ModelAdmin):
-    list_display = ("domain", "status", "checked_at", "verified_at", "dmarc_rua", "return_path_domain", "created_at")
+    list_display = ("domain", "status", "checked_at", "verified_at", "dmarc_rua", "return_path_domain",
+                    "warmup_schedule", "warmup_started_on", "created_at")
     list_filter = ("status", "checked_at", "created_at")
     search_fields = ("domain", "dmarc_rua", "return_path_domain")
     readonly_fields = ("status", "checks", "checked_at", "verified_at", "created_at", "updated_at")

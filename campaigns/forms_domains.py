@@ -4,6 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from .domain_names import normalize_domain
+from . import warmup
 from .models import SendingDomain
 
 
@@ -12,12 +13,21 @@ def _optional_domain(value):
 
 
 class DomainSettingsForm(forms.ModelForm):
-    """What can change after a domain is added: the DMARC report address and the Return-Path domain."""
+    """What can change after a domain is added: the DMARC report address, the Return-Path domain
+    and the warm-up (campaigns.warmup)."""
 
     class Meta:
         model = SendingDomain
-        fields = ["dmarc_rua", "return_path_domain"]
-        labels = {"return_path_domain": "Return-Path domain"}
+        fields = ["dmarc_rua", "return_path_domain", "warmup_schedule", "warmup_started_on"]
+        labels = {"return_path_domain": "Return-Path domain", "warmup_schedule": "Warm-up: daily caps",
+                  "warmup_started_on": "Warm-up starts on"}
+        widgets = {"warmup_started_on": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")}
+
+    def clean(self):
+        data = super().clean()
+        if data.get("warmup_schedule") and not data.get("warmup_started_on"):
+            data["warmup_started_on"] = warmup.local_date()  # day 1 is today
+        return data
 
     def clean_return_path_domain(self):
         return _optional_domain(self.cleaned_data.get("return_path_domain", ""))

@@ -272,3 +272,25 @@ def admin_client(client):
 
     client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
     return client
+
+
+def test_an_admin_gives_a_sending_domain_a_warm_up_and_its_page_shows_it(alice_client, victor_client):
+    domain = SendingDomain.objects.create(domain="alice.example")
+    response = alice_client.post(reverse("campaigns:domain_edit", args=[domain.pk]),
+                                 {"dmarc_rua": "", "return_path_domain": "", "warmup_schedule": "100 1k"})
+    assert response.status_code == 302
+    domain.refresh_from_db()
+    assert (domain.warmup_schedule, domain.warmup_started_on) == ("100 1k", warmup.local_date())
+    page = victor_client.get(reverse("campaigns:domain_detail", args=[domain.pk])).content.decode()
+    assert '<div class="value">Day 1 of 2</div>' in page
+    assert '<div class="value">100</div><div class="label">Cap today</div>' in page
+    assert '<div class="value">1000</div><div class="label">Tomorrow</div>' in page
+
+
+def test_a_domain_schedule_that_does_not_parse_is_refused(alice_client):
+    domain = SendingDomain.objects.create(domain="alice.example")
+    response = alice_client.post(reverse("campaigns:domain_edit", args=[domain.pk]),
+                                 {"dmarc_rua": "", "return_path_domain": "", "warmup_schedule": "lots"})
+    assert response.status_code == 200
+    assert "“lots” is not a daily cap." in response.content.decode()
+    assert SendingDomain.objects.get().warmup_schedule == ""
