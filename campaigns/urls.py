@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import tracking, views_policy
+from . import tracking, views_policy, views_sunset
 from . import views_hooks as rest_hooks
 from . import views_broadcasts as broadcasts
 from . import views_domains as domains
@@ -30,6 +30,7 @@ urlpatterns = [
     path("broadcasts/<int:pk>/preview/", broadcasts.broadcast_preview, name="broadcast_preview"),
     path("broadcasts/<int:pk>/test/", broadcasts.broadcast_test, name="broadcast_test"),
     path("broadcasts/<int:pk>/send/", broadcasts.broadcast_send, name="broadcast_send"),
+    path("broadcasts/<int:pk>/count/", broadcasts.broadcast_count, name="broadcast_count"),
     path("broadcasts/<int:pk>/schedule/", broadcasts.broadcast_schedule, name="broadcast_schedule"),
     path("broadcasts/<int:pk>/unschedule/", broadcasts.broadcast_unschedule, name="broadcast_unschedule"),
     path("broadcasts/<int:pk>/pause/", broadcasts.broadcast_pause, name="broadcast_pause"),
@@ -94,6 +95,10 @@ urlpatterns = [
     path("sending/domains/<int:pk>/delete/", domains.domain_delete, name="domain_delete"),
     # Dashboard: sender identities (listed on the settings page, `settings` in urls_global.py)
     path("settings/bounces/", views_policy.bounce_policy, name="bounce_policy"),
+    path("settings/sunset/", views_sunset.sunset_policy, name="sunset_policy"),
+    path("settings/sunset/count/", views_sunset.sunset_count, name="sunset_count"),
+    path("settings/sunset/run/", views_sunset.sunset_run, name="sunset_run"),
+    path("settings/sunset/runs/<str:job_id>/", views_sunset.sunset_job, name="sunset_job"),
     path("settings/senders/new/", senders.sender_form, name="sender_create"),
     path("settings/senders/<int:pk>/edit/", senders.sender_form, name="sender_edit"),
     path("settings/senders/<int:pk>/delete/", senders.sender_delete, name="sender_delete"),

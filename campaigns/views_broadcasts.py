@@ -16,6 +16,7 @@ from autoresponder.roles import has_role, role_required
 from lists.models import MailingList, Segment
 
 from . import broadcasts as service
+from . import costs
 from . import dashboard_services as figures
 from .forms import STARTER_BODY, BroadcastForm, ScheduleForm
 from .models import Backend, Broadcast, SenderIdentity, Template
@@ -160,10 +161,11 @@ def compose_count(request):
     return render(request, "campaigns/broadcasts/_count.html", _count_context(draft))
 
 
-def _count_context(broadcast):
-    recipients = service.recipients_count(broadcast)
-    return {"recipients": recipients, "cost": service.estimate_cost(broadcast, recipients),
-            "backend": service.chosen_backend(broadcast)}
+def _count_context(broadcast, *, fresh=False):
+    counted = service.counted_recipients(broadcast, fresh=fresh)
+    recipients = counted["count"]
+    return {"recipients": recipients, "counted_at": counted["counted_at"],
+            "cost": service.estimate_cost(broadcast, recipients), "backend": service.chosen_backend(broadcast)}
 
 
 # --- One broadcast ------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ def broadcast_detail(request, pk):
     context["lists"] = broadcast.lists.order_by("name")
     if broadcast.status != Broadcast.DRAFT:
         context["bounced"] = figures.bounced_count(broadcast)
+        context["cost"] = costs.actual(broadcast)
     context.update(preview_context(request, broadcast))
     return render(request, "campaigns/broadcasts/detail.html", context)
 
@@ -208,7 +211,7 @@ def broadcast_test(request, pk):
 @role_required("editor")
 @require_http_methods(["GET", "POST"])
 def broadcast_send(request, pk):
-    """GET: the confirmation step (problems, recipients, cost, schedule). POST: send now."""
+    """GET: the confirmation step (problems, schedule; recipients and cost load after). POST: send now."""
     broadcast = _broadcast(pk)
     if request.method == "POST":
         return _act(request, broadcast, service.send_now, "Sending started. This page shows the progress.",
@@ -220,12 +223,21 @@ def broadcast_send(request, pk):
 
 
 def _send_context(request, broadcast, schedule_form):
-    """The send step: the pre-send check, what blocks sending, recipients and cost."""
+    """The send step: the pre-send check and what blocks sending. Recipients and cost are not
+    here: counting takes seconds at a million, so the page loads them (broadcast_count)."""
     checked = presend_context(broadcast)
-    context = _context(request, broadcast=broadcast, problems=service.problems(broadcast, checked["presend"]),
-                       schedule_form=schedule_form, **checked)
-    context.update(_count_context(broadcast))
-    return context
+    return _context(request, broadcast=broadcast, problems=service.problems(broadcast, checked["presend"]),
+                    schedule_form=schedule_form, backend=service.chosen_backend(broadcast), **checked)
+
+
+@role_required("editor")
+def broadcast_count(request, pk):
+    """The send step's recipients and cost (htmx, after the page); `fresh=1` counts again."""
+    broadcast = _broadcast(pk)
+    if not broadcast.lists.exists() and not broadcast.segment_id:
+        return render(request, "campaigns/broadcasts/_send_count.html", {"broadcast": broadcast, "needs_target": True})
+    context = _count_context(broadcast, fresh=request.GET.get("fresh") == "1")
+    return render(request, "campaigns/broadcasts/_send_count.html", {"broadcast": broadcast, **context})
 
 
 def _schedule_initial(broadcast):

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponder import ratelimit
 from autoresponder.roles import has_role, role_required
 
-from . import exporting, hygiene, importing, segments
+from . import counting, exporting, hygiene, importing, segments
 from .forms_transfer import (
     TARGET_CHOICES,
     ImportForm,
@@ -35,7 +35,6 @@ from .search import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, search_subscribe
 UPLOADS_PER_HOUR = 30
 FLAGS = {f for f, _ in hygiene.FILTER_CHOICES}
 EXPORTS_PER_HOUR = 30
-PREVIEW_EXAMPLES = 5
 
 
 # --- Import ------------------------------------------------------------------------------------
@@ -235,18 +234,16 @@ def _render_segment(request, segment, form, conditions, per_condition, *, genera
         "ops": [(name, field.kind, field.ops) for name, field in segments.FIELDS.items()],
         "kinds": {name: field.kind for name, field in segments.FIELDS.items()},
         "lists": MailingList.objects.order_by("name"), "tags": Tag.objects.all(),
-        "preview": _count(conditions, segment.match) if segment.pk and not per_condition else None,
     })
 
 
 def _count(conditions, match):
-    """{"count", "examples"} for valid conditions, {"errors"} otherwise."""
+    """{"count", "examples", "counted_at"} for valid conditions (kept a minute: lists.counting),
+    {"errors"} otherwise. The editor asks for it with htmx once the page is shown."""
     errors = segments.validate_conditions(conditions, match)
     if errors:
         return {"errors": errors}
-    found = segments.subscribers_matching(conditions, match)
-    return {"count": found.count(), "examples": list(found.order_by("-id").values_list("email", flat=True)
-                                                     [:PREVIEW_EXAMPLES])}
+    return counting.segment_preview(conditions, match)
 
 
 def _preview(request, conditions, match):

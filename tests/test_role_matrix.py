@@ -63,6 +63,7 @@ ROLES = {
     "campaigns:broadcast_index": VIEWER, "campaigns:broadcast_detail": VIEWER, "campaigns:broadcast_preview": VIEWER,
     "campaigns:broadcast_progress": VIEWER, "campaigns:broadcast_create": EDITOR, "campaigns:broadcast_edit": EDITOR,
     "campaigns:broadcast_delete": EDITOR, "campaigns:broadcast_test": EDITOR, "campaigns:broadcast_send": EDITOR,
+    "campaigns:broadcast_count": EDITOR,
     "campaigns:broadcast_schedule": EDITOR, "campaigns:broadcast_unschedule": EDITOR,
     "campaigns:broadcast_pause": EDITOR, "campaigns:broadcast_resume": EDITOR, "campaigns:broadcast_cancel": EDITOR,
     "campaigns:compose_preview": EDITOR, "campaigns:compose_test": EDITOR, "campaigns:compose_count": EDITOR,
