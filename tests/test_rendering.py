@@ -2,6 +2,7 @@ import re
 
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
+from liquid.exceptions import LiquidError
 
 from campaigns import rendering
 from campaigns.rendering import TemplateError, check_compliance, prepare, validate
@@ -442,3 +443,46 @@ def test_inlining_keeps_every_block_tag_in_order_or_leaves_the_template_as_writt
     assert [tag for tag in LIQUID.findall(prepared.html_source) if tag.startswith("{%")] == blocks
     rendered = prepared.render(context())
     assert not re.search(r"lq[0-9a-f]{8}n\d+x", rendered.html + rendered.text)  # no placeholder left
+
+
+# The top-level fast path (rendering._run_steps) must print exactly what Liquid prints.
+FAST_PATH_TEMPLATES = [
+    "Hi {{ subscriber.first_name | default: 'friend' }}, {{ subscriber.email | upcase }}!",
+    "{{ subscriber.attributes.plan }} {{ subscriber.attributes.missing | default: 'none' }}",
+    "{{ subscriber.attributes.items }} {{ subscriber.attributes.items.size }} {{ subscriber.attributes.items.first }}",
+    "{{ subscriber.attributes.score | plus: 2 }} {{ subscriber.attributes.ok }} {{ subscriber.attributes.none }}",
+    "{{ sender.postal_address | newline_to_br }} <{{ subscriber.name | escape }}>",
+    "{{ subscriber.name | append: ' & co' | prepend: '<b>' }} {{ nothing.at.all }} {{ list.name.deeper }}",
+    "{{ subscriber.first_name | default: 'x', allow_false: true }} {{ subscriber.attributes | size }}",
+    "{% if subscriber.attributes.ok %}yes {{ subscriber.first_name }}{% endif %} {{ 'lit' | upcase }}",
+    "{{ subscriber.attributes.plan | split: 'o' | join: '-' }} {{ subscriber.name | truncate: 3 }}",
+    "{{ subscriber.attributes.score | divided_by: 0 }}",
+]
+
+
+@pytest.mark.parametrize("source", FAST_PATH_TEMPLATES)
+@pytest.mark.parametrize("env", [rendering.HTML_ENV, rendering.TEXT_ENV], ids=["html", "text"])
+def test_the_fast_path_prints_exactly_what_liquid_prints(source, env):
+    data = {
+        "subscriber": {"first_name": "Zoë", "email": "zoe@example.com", "name": "<Zoë & \"Al\">",
+                       "attributes": {"plan": "gold", "items": ["tea", "cake"], "score": 7, "ok": True,
+                                      "none": None}},
+        "list": {"name": "News <weekly>"}, "sender": {"postal_address": "1 Road\nTown"},
+    }
+    template = env.from_string(source)
+    assert rendering._steps_of(template) is not None
+    try:
+        expected = template.render(**data)
+    except LiquidError as exc:
+        expected = type(exc)
+    try:
+        got = rendering._render(template, data, "body")
+    except rendering.TemplateError as exc:
+        got = type(exc.__cause__)
+    assert got == expected
+
+
+def test_a_template_that_assigns_renders_through_liquid_itself():
+    template = rendering.HTML_ENV.from_string("{% assign subscriber = 'shadow' %}{{ subscriber }}")
+    assert rendering._steps_of(template) is None
+    assert rendering._render(template, {"subscriber": {"a": 1}}, "body") == "shadow"
