@@ -39,10 +39,11 @@ from django.core.exceptions import ValidationError
 
 from .ratelimit import SLOTS, RateLimitUnavailable
 
+_COUNTRY = r"([a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})"  # .com, .fr, .co.uk, .com.br …
 PROVIDERS = {
     "google": re.compile(r"^(gmail|googlemail)\.com$"),
-    "microsoft": re.compile(r"^((hotmail|outlook|live|windowslive)\.([a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})|msn\.com)$"),
-    "yahoo": re.compile(r"^((yahoo)\.([a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})|(ymail|rocketmail|aol)\.com)$"),
+    "microsoft": re.compile(rf"^((hotmail|outlook|live|windowslive)\.{_COUNTRY}|msn\.com)$"),
+    "yahoo": re.compile(rf"^(yahoo\.{_COUNTRY}|(ymail|rocketmail|aol)\.com)$"),
 }
 UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 _RULE = re.compile(r"^(?P<name>\*|[a-z0-9.-]+)\s*=\s*(?P<count>\d{1,7})\s*/\s*(?P<unit>[a-z]+)$")
@@ -171,7 +172,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out = {}
 for i = 1, #KEYS do
-  local limit, window, want, slot = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
+  local limit, window = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])
+  local want, slot = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
   local span = math.ceil(window / slot)
   local current = math.floor(now / slot)
   local slots = redis.call('HGETALL', KEYS[i])
@@ -235,7 +237,8 @@ def _take_file(key, wants):
         except ValueError:
             state = {}
         now = time.time()
-        result = {bucket: _apply(state.setdefault(bucket, {}), rule, want, now) for bucket, (rule, want) in wants.items()}
+        result = {bucket: _apply(state.setdefault(bucket, {}), rule, want, now)
+                  for bucket, (rule, want) in wants.items()}
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({bucket: slots for bucket, slots in state.items() if slots}))

@@ -255,7 +255,8 @@ def test_brake_settings_that_make_no_sense_are_refused(alice_client, field, valu
     response = alice_client.post(SETTINGS_URL, {**VALID, field: value})
     assert response.status_code == 200
     assert error in response.content.decode()
-    assert BouncePolicy.objects.get(pk=1).brake_messages == 1000 and BouncePolicy.objects.get(pk=1).brake_min_messages == 100
+    row = BouncePolicy.objects.get(pk=1)
+    assert (row.brake_messages, row.brake_min_messages, row.brake_bounce_percent) == (1000, 100, Decimal("5.00"))
 
 
 def test_an_editor_cannot_loosen_the_brakes(bob_client):
