@@ -90,13 +90,13 @@ class TemplateAdmin(admin.ModelAdmin):
 @admin.register(Broadcast)
 class BroadcastAdmin(admin.ModelAdmin):
     list_display = ("name", "status", "recipients_count", "sent_count", "failed_count", "unknown_count",
-                    "skipped_count", "scheduled_at", "created_at")
+                    "skipped_count", "cost", "scheduled_at", "created_at")
     list_filter = ("status", "track_opens", "track_clicks", "in_subscriber_time_zone", "backend")
     search_fields = ("name", "subject")
     filter_horizontal = ("lists",)
     readonly_fields = ("status", "pause_reason", "recipients_count", "sent_count", "failed_count", "skipped_count",
                        "unknown_count", "cancelled_count", "created_by", "created_at", "updated_at", "started_at",
-                       "fanned_out_at", "finished_at")
+                       "fanned_out_at", "finished_at", "cost")
     actions = ["send_now", "pause", "resume", "cancel"]
 
     def _each(self, request, queryset, service, done):

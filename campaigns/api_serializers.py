@@ -54,7 +54,7 @@ class TemplateSerializer(FormSerializer):
 BROADCAST_STATE = [
     "status", "scheduled_at", "in_subscriber_time_zone", "pause_reason", "recipients_count", "sent_count",
     "failed_count", "skipped_count", "unknown_count", "cancelled_count", "created_at", "updated_at",
-    "started_at", "finished_at",
+    "started_at", "finished_at", "cost",
 ]
 
 

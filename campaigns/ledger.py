@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from lists.models import Subscriber, Subscription, Suppression
 
+from . import costs
 from .models import Broadcast, Message
 
 log = logging.getLogger(__name__)
@@ -416,7 +417,9 @@ def finish_if_done(broadcast_id):
             pk=broadcast_id, status=Broadcast.SENDING, fanned_out_at__isnull=False
         ).update(status=Broadcast.SENT, finished_at=timezone.now())
         if done:
-            _announce_finished(broadcast_id, recount(broadcast_id))
+            counts = recount(broadcast_id)
+            costs.record(broadcast_id)
+            _announce_finished(broadcast_id, counts)
     return bool(done)
 
 
