@@ -246,6 +246,8 @@ CELERY_BEAT_SCHEDULE = {
     "campaigns-hooks-prune": {"task": "campaigns.prune_hook_deliveries", "schedule": 3600.0},
     # Looks every sending domain's DKIM, SPF, DMARC and MX records up again (campaigns/domain_checks.py).
     "campaigns-check-domains": {"task": "campaigns.check_sending_domains", "schedule": 86400.0},
+    # The sunset policy's daily count and run; hourly, the task itself claims one run a day (campaigns/sunset.py).
+    "campaigns-sunset": {"task": "campaigns.sunset", "schedule": 3600.0},
 }
 
 # --- Outgoing mail --------------------------------------------------------------------

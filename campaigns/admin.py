@@ -256,3 +256,4 @@ class BrakeStateAdmin(admin.ModelAdmin):
 from . import admin_hooks  # noqa: E402,F401  (REST hooks, in their own module)
 from . import admin_sequences  # noqa: E402,F401  (sequences, steps, enrollments)
 from . import admin_domains  # noqa: E402,F401  (sending domains and their DKIM keys)
+from . import admin_sunset  # noqa: E402,F401  (the sunset policy)

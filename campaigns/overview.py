@@ -13,6 +13,7 @@ from . import dashboard_services as figures
 from . import stats
 from .costs import overview_section as cost_sections
 from .hooks_overview import dashboard_sections as hook_sections
+from .sunset import dashboard_sections as sunset_sections
 from .models import Backend, Broadcast, StatsBucket
 
 RECENT_BROADCASTS = 5
@@ -70,4 +71,4 @@ def dashboard_sections(request):
         rates = deliverability()
         cache.set("campaigns:overview:rates", rates, RATES_CACHE_SECONDS)
     data = {"backends": backend_list, "broadcasts": recent, "unknown": unknown, "rates": rates}
-    return [*hook_sections(request), {"template": "campaigns/_overview.html", "data": data}, *cost_sections(request)]
+    return [*hook_sections(request), *sunset_sections(request), {"template": "campaigns/_overview.html", "data": data}, *cost_sections(request)]

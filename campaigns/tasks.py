@@ -106,6 +106,30 @@ def read_bounce_mailbox():
 
 
 
+@shared_task(name="campaigns.sunset", ignore_result=True)
+def sunset_daily():
+    """Beat, hourly: once a day, apply the sunset policy and count the inactive subscribers (campaigns.sunset)."""
+    from . import sunset
+
+    sunset.daily()
+
+
+@shared_task(name="campaigns.count_sunset", ignore_result=True)
+def count_sunset():
+    """Rung after the sunset policy changes, or from its page: count the inactive subscribers again."""
+    from . import sunset
+
+    sunset.count()
+
+
+@shared_task(name="campaigns.run_sunset_job", ignore_result=True)
+def run_sunset_job(job_id):
+    """Unsubscribe the inactive subscribers in chunks, with progress; safe to deliver twice."""
+    from . import sunset
+
+    sunset.run_job(job_id)
+
+
 @shared_task(name="campaigns.check_sending_domains", ignore_result=True)
 def check_sending_domains():
     """Beat, daily: look every sending domain's DNS records up again (campaigns.domain_checks)."""

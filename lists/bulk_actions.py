@@ -106,10 +106,16 @@ def untag_all(subscribers, name):
 
 def unsubscribe_all(subscribers, mailing_list=None, *, reason=""):
     """Unsubscribe `subscribers` from `mailing_list`, or from every list; returns how many subscriptions changed."""
-    pending = Subscription.objects.filter(subscriber__in=subscribers.order_by().values("pk")).exclude(
-        status=Subscription.UNSUBSCRIBED)
+    pending = Subscription.objects.filter(subscriber__in=subscribers.order_by().values("pk"))
     if mailing_list is not None:
         pending = pending.filter(mailing_list=mailing_list)
+    return unsubscribe_subscriptions(pending, reason=reason)
+
+
+def unsubscribe_subscriptions(subscriptions, *, reason=""):
+    """Unsubscribe the `subscriptions` (a Subscription QuerySet) not unsubscribed yet, in one UPDATE, and
+    announce them; returns how many changed. (campaigns.sunset picks subscriptions, not subscribers.)"""
+    pending = subscriptions.exclude(status=Subscription.UNSUBSCRIBED)
     sql, params = _ids_sql(pending)
     now = timezone.now()
     table = Subscription._meta.db_table
