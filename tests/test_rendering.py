@@ -486,3 +486,11 @@ def test_a_template_that_assigns_renders_through_liquid_itself():
     template = rendering.HTML_ENV.from_string("{% assign subscriber = 'shadow' %}{{ subscriber }}")
     assert rendering._steps_of(template) is None
     assert rendering._render(template, {"subscriber": {"a": 1}}, "body") == "shadow"
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="htps:/()a.\"' <>x\n", max_size=60))
+def test_text_urls_are_found_exactly_as_the_reference_pattern_finds_them(text):
+    text = text.replace("ht", "http://").replace("hs", "https://")
+    expected = rendering._TEXT_URL.sub(lambda m: f"[{m.group()}]", text)
+    assert rendering._text_urls(text, lambda url: f"[{url}]") == expected
