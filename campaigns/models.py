@@ -650,7 +650,10 @@ class Message(models.Model):
     CLAIMABLE = (QUEUED, RETRY)
     FINAL = (SENT, FAILED, UNKNOWN, SKIPPED, CANCELLED)
 
-    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages")
+    # Indexed by message_broadcast (partial: a step's rows, the scheduler's inserts, skip it).
+    broadcast = models.ForeignKey(
+        Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
+    )
     # A sequence step's mail: the step and which entry of the subscriber into the sequence
     # (re-entry and yearly rounds send a step again, once per entry).
     step = models.ForeignKey(
@@ -666,7 +669,12 @@ class Message(models.Model):
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     leased_by = models.CharField(max_length=80, blank=True)
-    backend = models.ForeignKey(Backend, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    # No index of its own: every send changes it, so each index on it is written twice per message
+    # (claim and outcome). The backend pages read message_backend_sent / message_backend_trouble;
+    # deleting a backend (rare; deactivating is the usual way) scans the ledger once.
+    backend = models.ForeignKey(
+        Backend, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages", db_index=False
+    )
     message_id = models.CharField(max_length=255, blank=True, help_text="Our Message-ID header.")
     provider_id = models.CharField(max_length=255, blank=True, help_text="The ESP's id for the message.")
     last_response = models.TextField(blank=True, help_text="The last SMTP or API answer, or why it was skipped.")
@@ -703,6 +711,9 @@ class Message(models.Model):
             ),
             # Per-step figures (campaigns.sequence_stats) count a step's rows by status.
             models.Index(fields=["step", "status"], condition=Q(step__isnull=False), name="message_step_status"),
+            # A broadcast's rows (its report, its counts, CASCADE when it is deleted).
+            models.Index(fields=["broadcast", "status"], condition=Q(broadcast__isnull=False),
+                         name="message_broadcast"),
             # campaigns.ledger.reap() looks for expired leases.
             models.Index(fields=["lease_until"], condition=Q(status="sending"), name="message_leased"),
             # campaigns.webhooks finds the row of an ESP event that lacks our metadata by the ESP's id.
