@@ -18,3 +18,5 @@ class CampaignsConfig(AppConfig):
         enroll_on_confirmation()
         # ESP webhooks: connects the receiver of anymail's `tracking` signal.
         from . import webhooks  # noqa: F401
+        # Registers the pre-send check "From domain authenticated" (campaigns.presend).
+        from . import domain_checks  # noqa: F401

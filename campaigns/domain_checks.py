@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from autoresponder import dns as ardns
 
-from . import domains, spf
+from . import domains, presend, spf
 from .domain_names import domain_of, is_aligned, org_domain
 from .models import Backend, DkimKey, SendingDomain, SenderIdentity
 
@@ -77,6 +77,15 @@ def check_all():
     """Beat, daily: re-check every sending domain (a record can change or vanish at any time)."""
     for sending_domain in SendingDomain.objects.order_by("pk"):
         check(sending_domain)
+
+
+@presend.check
+def from_domain_authenticated(sample):
+    """Pre-send check: receivers can tell the mail is from its From domain (as last checked; no DNS here)."""
+    if sample.is_local_outbox:
+        return None  # nothing leaves this machine
+    ok, reason = domains.is_authenticated(sample.from_domain)
+    return presend.Result(presend.OK if ok else presend.WARNING, "From domain authenticated", reason)
 
 
 # --- DKIM -----------------------------------------------------------------------------------------

@@ -391,3 +391,34 @@ def test_the_admin_check_now_action(root_client, dns_server):
     assert "Example.com: Pending: records not published yet." in response.content.decode()  # the admin capitalises
     sending_domain.refresh_from_db()
     assert sending_domain.checked_at is not None
+
+
+# --- The pre-send check ---------------------------------------------------------------------------------------
+
+
+def from_domain_result(broadcast):
+    from campaigns import presend
+
+    return [(r.level, r.detail) for r in presend.run(broadcast) if r.title == "From domain authenticated"]
+
+
+def test_the_pre_send_check_warns_until_the_from_domain_is_verified(dns_server):
+    # given
+    SMTPBackendFactory(host="mail.example.net")
+    broadcast = BroadcastFactory(lists=[MailingListFactory()])  # From news@alice.example
+    # then
+    assert from_domain_result(broadcast) == [("warning", (
+        "alice.example is not a sending domain: add it under Sending → Domains and publish its DNS records, "
+        "so that receivers can tell your mail is really from you."))]
+    # when
+    sending_domain = domains.create_domain("alice.example")
+    SendingDomain.objects.filter(pk=sending_domain.pk).update(status=SendingDomain.VERIFIED, checked_at=timezone.now())
+    # then
+    [(level, detail)] = from_domain_result(broadcast)
+    assert level == "ok" and detail.startswith("alice.example passed its DKIM, SPF and DMARC checks")
+
+
+def test_the_pre_send_check_skips_the_local_outbox():
+    Backend.objects.create(name="Outbox", kind=Backend.OUTBOX, priority=1)
+
+    assert from_domain_result(BroadcastFactory(lists=[MailingListFactory()])) == []

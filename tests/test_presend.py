@@ -27,6 +27,17 @@ def _public_site(settings):
     settings.SITE_URL, settings.SITE_HOST = "https://mail.example.com", "mail.example.com"
 
 
+@pytest.fixture(autouse=True)
+def _message_checks_only():
+    """These tests are about the message; the From-domain check (campaigns.domain_checks, registered
+    at start-up) reads the sending domains and is tested in tests/test_domains.py."""
+    name = "campaigns.domain_checks.from_domain_authenticated"
+    saved = presend._CHECKS.pop(name, None)
+    yield
+    if saved:
+        presend._CHECKS[name] = saved
+
+
 @pytest.fixture
 def newsletter():
     from tests.factories import MailingListFactory

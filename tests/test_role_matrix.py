@@ -29,6 +29,7 @@ from autoresponder.outbox import OutboxBackend
 from autoresponder.roles import grant
 from lists.models import ImportJob, Segment
 from tests.conftest import PASSWORD
+from tests.dns_server import dns_server  # noqa: F401
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory, UserFactory
 from tests.sending_factories import BroadcastFactory, SenderFactory, SMTPBackendFactory
 
@@ -88,6 +89,11 @@ ROLES = {
     "campaigns:backend_test": ADMIN, "campaigns:backend_toggle": ADMIN, "campaigns:backend_delete": ADMIN,
     "campaigns:sender_create": ADMIN, "campaigns:sender_edit": ADMIN, "campaigns:sender_delete": ADMIN,
     "campaigns:bounce_policy": (VIEWER, ADMIN),  # everyone reads it, admins change it
+    "campaigns:sunset_policy": (VIEWER, ADMIN), "campaigns:sunset_job": VIEWER, "campaigns:sunset_count": ADMIN,
+    "campaigns:sunset_run": ADMIN,
+    "campaigns:domain_index": VIEWER, "campaigns:domain_detail": VIEWER, "campaigns:domain_check": EDITOR,
+    "campaigns:domain_create": ADMIN, "campaigns:domain_edit": ADMIN, "campaigns:domain_rotate": ADMIN,
+    "campaigns:domain_add_ed25519": ADMIN, "campaigns:domain_key_forget": ADMIN, "campaigns:domain_delete": ADMIN,
     "campaigns:hook_index": ADMIN, "campaigns:hook_detail": ADMIN, "campaigns:hook_toggle": ADMIN,
     "campaigns:hook_secret": ADMIN, "campaigns:hook_delete": ADMIN, "campaigns:hook_delivery_retry": ADMIN,
     # Outside the dashboard
@@ -101,7 +107,7 @@ ROLES = {
 OUTSIDE_PREFIXES = ("api/", "admin/", "webhooks/")  # webhooks: ESPs, authenticated by their own secrets
 # Views that refuse a POST below their role with a message on the same page (a redirect back)
 # instead of a 403; the refusal must still change nothing.
-REFUSED_WITH_A_MESSAGE = {"campaigns:bounce_policy"}
+REFUSED_WITH_A_MESSAGE = {"campaigns:bounce_policy", "campaigns:sunset_policy"}
 CAST = ("anonymous", "mallory", VIEWER, EDITOR, ADMIN, OWNER)  # weakest first
 
 
@@ -150,6 +156,7 @@ def _build_world():
         "templates": _template().pk, "templates/layouts": _layout().pk,
         "sending": SMTPBackendFactory().pk, "settings/senders": sender.pk, "users": tess.pk,
         **_campaign_objects(subscription.mailing_list, sender, users[OWNER]),
+        **_sending_domain(),
     }
     return ids, users
 
@@ -190,6 +197,21 @@ def _campaign_objects(mailing_list, sender, owner):
         uid=uuid.uuid4(), hook=hook, event=hook.event, body={}, next_attempt_at=timezone.now(),
         expires_at=timezone.now() + timedelta(days=1))
     return {"sequences": sequence.pk, "sequences/steps": step.pk, "hooks": hook.pk, "hooks/deliveries": delivery.pk}
+
+
+def _sending_domain():
+    """A sending domain with a retired key (one that may be forgotten): ids by the path that names them."""
+    from campaigns import domains
+    from campaigns.models import DkimKey
+
+    sending_domain = domains.create_domain("matrix.example")
+    retired = domains.add_key(sending_domain, DkimKey.RSA, state=DkimKey.RETIRED)
+    return {"sending/domains": sending_domain.pk, "sending/domains/keys": retired.pk}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_dns(dns_server):
+    """"Check now" looks records up: on the loopback DNS server, never the network."""
 
 
 def _template():
