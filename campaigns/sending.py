@@ -251,9 +251,8 @@ class Batch:
         except ratelimit.RateLimitUnavailable as exc:
             log.warning("%s; the batch goes back to the queue.", exc)
             delay = 5
-        else:
-            sequence = getattr(self, "sequence", None)
-            self.warmup.note_wait("sequence" if sequence else "broadcast", (sequence or self.broadcast).pk)
+        else:  # the broadcast's (or step's) other due messages wait too, and its page says so
+            self.warmup.hold(self.broadcast.pk, sequence=getattr(self, "sequence", None))
         self.stop = True
         self._hand_back(delay=delay)
         return False

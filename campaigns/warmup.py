@@ -181,6 +181,22 @@ class Allowance:
     def resumes_at(self):
         return self.refused.plan.resumes_at
 
+    def hold(self, pk, *, sequence=None):
+        """The cap is reached: the other due messages of the broadcast `pk` (or, with `sequence`,
+        of the step `pk`) wait for the next day too, in one UPDATE, instead of each batch of them
+        being claimed and handed back in turn; and the page says why."""
+        from .models import Message
+
+        until = self.resumes_at
+        rows = Message.objects.filter(step_id=pk) if sequence is not None else Message.objects.filter(broadcast_id=pk)
+        rows.filter(status__in=Message.CLAIMABLE, next_attempt_at__lt=until).update(
+            next_attempt_at=until, updated_at=timezone.now()
+        )
+        if sequence is not None:
+            self.note_wait("sequence", sequence.pk)
+        else:
+            self.note_wait("broadcast", pk)
+
     def note_wait(self, scope, pk):
         """Remember, until the next day starts, that `scope` (broadcast or sequence) waits."""
         plan = self.refused.plan

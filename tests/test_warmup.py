@@ -143,6 +143,22 @@ def test_messages_over_the_day_cap_wait_for_the_next_day_and_go_out_then_exactly
     assert set(broadcast.messages.values_list("status", "attempts")) == {("sent", 1)}
 
 
+def test_at_the_cap_the_messages_not_claimed_yet_wait_for_the_next_day_too(smtp_server, monkeypatch, settings):
+    # given: batches of 2, a cap of 3, ten recipients
+    settings.SEND_BATCH_SIZE = 2
+    frozen(monkeypatch, datetime(2026, 3, 3, 15, 0, tzinfo=UTC))
+    backend_for(smtp_server, warmup_schedule="3 10", warmup_started_on=date(2026, 3, 3))
+    broadcast = started(10)
+    # when
+    while not sending.send_batch(broadcast.pk).stop:
+        pass
+    # then: three went; the seven others are due at midnight, none claimed in vain
+    assert len(smtp_server.messages) == 3
+    waiting = list(broadcast.messages.filter(status="queued").values_list("attempts", "next_attempt_at"))
+    assert waiting == [(0, datetime(2026, 3, 4, 0, 0, tzinfo=UTC))] * 7
+    assert ledger.next_due(broadcast.pk) == datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
+
+
 def test_the_cap_counts_every_broadcast_through_the_backend(smtp_server, monkeypatch):
     frozen(monkeypatch, datetime(2026, 3, 3, 15, 0, tzinfo=UTC))
     backend_for(smtp_server, warmup_schedule="3", warmup_started_on=date(2026, 3, 3))
