@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import events, hygiene
-from .models import MailingList, Subscriber, Subscription, Tag
+from .models import MailingList, Segment, Subscriber, Subscription, Tag
 from .search import search_subscribers
 from .validation import clean_tag, one_line
 
@@ -35,20 +35,43 @@ FLAGS = {f for f, _ in hygiene.FILTER_CHOICES}
 
 
 def subscribers_for(spec):
-    """The subscribers a bulk action names: {"ids": [...]} or {"filters": {"q", "list", "status", "tag", "flag"}}
-    as the subscriber index shows them. A list id or tag name that names nothing matches nobody."""
+    """The subscribers a bulk action names: {"ids": [...]} or {"filters": {"q", "list", "status", "tag", "flag",
+    "segment"}} as the subscriber index (and manage.py bulk_action) names them. A list id, tag name or segment
+    id that names nothing matches nobody; a segment whose conditions no longer compile raises SegmentError."""
     if spec.get("ids") is not None:
         return Subscriber.objects.filter(pk__in=spec["ids"])
     filters = spec.get("filters") or {}
     list_id, tag_name = str(filters.get("list") or ""), str(filters.get("tag") or "").strip()
+    segment_id = str(filters.get("segment") or "")
     mailing_list = MailingList.objects.filter(pk=list_id).first() if list_id.isdigit() else None
     tag = Tag.objects.filter(name=tag_name).first() if tag_name else None
-    if (list_id and mailing_list is None) or (tag_name and tag is None):
+    segment = Segment.objects.filter(pk=segment_id).first() if segment_id.isdigit() else None
+    if (list_id and mailing_list is None) or (tag_name and tag is None) or (segment_id and segment is None):
         return Subscriber.objects.none()
     status = filters.get("status") if filters.get("status") in STATUSES else None
     flag = filters.get("flag") if filters.get("flag") in FLAGS else None
     return search_subscribers(str(filters.get("q") or "")[:200], mailing_list=mailing_list, status=status, tag=tag,
-                              flag=flag)
+                              flag=flag, segment=segment)
+
+
+def describe(action, count, *, tag_name="", from_list=None):
+    """What the action would do, in words: "Add the tag “vip” to 3 subscribers"."""
+    who = f"{count:,} subscriber{'' if count == 1 else 's'}"
+    where = f"“{from_list.name}”" if from_list else "every list"
+    return {
+        "tag": f"Add the tag “{tag_name}” to {who}",
+        "untag": f"Remove the tag “{tag_name}” from {who}",
+        "unsubscribe": f"Unsubscribe {who} from {where}",
+        "delete": f"Delete {who}, with all their subscriptions",
+    }[action]
+
+
+DONE = {  # .format(n=rows changed, tag=the tag's name)
+    "tag": "Tagged {n:,} subscriber(s) with “{tag}”.",
+    "untag": "Removed “{tag}” from {n:,} subscriber(s).",
+    "unsubscribe": "Unsubscribed {n:,} subscription(s).",
+    "delete": "Deleted {n:,} subscriber(s).",
+}
 
 
 def apply(action, subscribers, *, tag_name="", mailing_list=None, reason=""):

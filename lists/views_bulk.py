@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -41,28 +40,14 @@ def _spec(request, form):
 
 
 def _summary(data, count):
-    who = f"{count} subscriber{pluralize(count)}"
-    where = f"“{data['from_list'].name}”" if data.get("from_list") else "every list"
-    return {
-        "tag": f"Add the tag “{data.get('tag_name')}” to {who}",
-        "untag": f"Remove the tag “{data.get('tag_name')}” from {who}",
-        "unsubscribe": f"Unsubscribe {who} from {where}",
-        "delete": f"Delete {who}, with all their subscriptions",
-    }[data["action"]]
-
-
-DONE = {
-    "tag": "Tagged {n} subscriber(s) with “{tag}”.",
-    "untag": "Removed “{tag}” from {n} subscriber(s).",
-    "unsubscribe": "Unsubscribed {n} subscription(s).",
-    "delete": "Deleted {n} subscriber(s).",
-}
+    return bulk_actions.describe(data["action"], count, tag_name=data.get("tag_name") or "",
+                                 from_list=data.get("from_list"))
 
 
 def _run_now(form, spec, subscribers):
     changed = bulk_actions.apply(spec["action"], subscribers, tag_name=spec["tag_name"], reason=spec["reason"],
                                  mailing_list=form.cleaned_data.get("from_list"))
-    return DONE[spec["action"]].format(n=changed, tag=spec["tag_name"])
+    return bulk_actions.DONE[spec["action"]].format(n=changed, tag=spec["tag_name"])
 
 
 def _needs_typed_count(data):
@@ -106,6 +91,6 @@ def subscriber_bulk_job(request, job_id):
     if job is None:
         raise Http404("No such bulk action, or it finished more than a day ago.")
     if job["status"] == bulk_jobs.DONE:
-        job["message"] = DONE[job["action"]].format(n=job["changed"], tag=job.get("tag_name", ""))
+        job["message"] = bulk_actions.DONE[job["action"]].format(n=job["changed"], tag=job.get("tag_name", ""))
     template = "lists/_bulk_progress.html" if request.htmx else "lists/bulk_job.html"
     return render(request, template, {"job": job})
