@@ -52,10 +52,11 @@ from .models import Hook, HookDelivery
 log = logging.getLogger(__name__)
 
 EVENTS = {
-    "subscriber.created": "A subscriber was added (signup form, dashboard, API, bulk upsert).",
+    "subscriber.created": "A subscriber was added (signup form, dashboard, API, bulk upsert, CSV import).",
     "subscriber.deleted": "A subscriber was deleted, or erased at their request (\"erased\": true).",
-    "subscription.confirmed": "A subscription became confirmed (double opt-in click, single opt-in signup, API).",
-    "subscription.unsubscribed": "A subscription was unsubscribed (link, preference centre, API, dashboard).",
+    "subscription.confirmed": "A subscription became confirmed (double opt-in click, single opt-in signup, API, "
+                              "an import that vouches for consent).",
+    "subscription.unsubscribed": "A subscription was unsubscribed (link, preference centre, API, dashboard, import).",
     "message.sent": "A message was accepted by the sending backend.",
     "message.bounced": "A message bounced for good (the address is suppressed).",
     "message.complained": "The recipient marked a message as spam (the address is suppressed).",

@@ -183,12 +183,14 @@ class UnsubscribeResultSerializer(serializers.Serializer):
 
 
 class BulkItemSerializer(serializers.Serializer):
-    """One subscriber of a bulk request (checked by lists.bulk.check_item, documented here)."""
+    """One subscriber of a bulk request (checked by lists.bulk.checked, documented here)."""
 
     email = serializers.CharField(max_length=254)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     time_zone = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    attributes = serializers.DictField(required=False)
+    attributes = serializers.DictField(
+        required=False, help_text="Names (letters, digits, _ . -) and JSON values, kept with their types: text, "
+                                  "numbers, true/false, null, lists and objects (at most 4 levels deep).")
 
 
 @extend_schema_field(BulkItemSerializer(many=True))
