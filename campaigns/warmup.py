@@ -155,10 +155,10 @@ class Allowance:
     domain (a SendingDomain with a schedule); either cap stops it."""
 
     def __init__(self, backend, from_email="", now=None):
-        caps = [Cap(plan_for(backend, now), str(backend))]
+        caps = [Cap(_saved_plan(backend, now, f"b{backend.pk}"), str(backend))]
         domain = sending_domain(from_email)
         if domain is not None:
-            caps.append(Cap(plan_for(domain, now, key=f"d{domain.pk}"), f"the sending domain {domain.domain}"))
+            caps.append(Cap(_saved_plan(domain, now, f"d{domain.pk}"), f"the sending domain {domain.domain}"))
         self.caps = [cap for cap in caps if cap.plan is not None and cap.plan.cap is not None]
         self.refused = None  # the cap that stopped the batch
 
@@ -204,6 +204,16 @@ class Allowance:
         if seconds > 0:
             cache.set(_wait_key(scope, pk), {"owner": self.refused.label, "cap": plan.cap, "day": plan.day,
                                              "resumes_at": plan.resumes_at.isoformat()}, timeout=seconds)
+
+
+def _saved_plan(owner, now, key):
+    """plan_for() of a saved row; a schedule that no longer parses (saved around the forms'
+    validation) is reported and ignored rather than stopping every batch."""
+    try:
+        return plan_for(owner, now, key=key)
+    except ValidationError as exc:
+        log.error("The warm-up schedule of %s does not parse and is ignored: %s", owner, exc.messages[0])
+        return None
 
 
 def sending_domain(from_email):
@@ -349,7 +359,8 @@ def waiting(scope, pk):
         return ""
     resumes = datetime.fromisoformat(note["resumes_at"])
     return (
-        f"Waiting for tomorrow's warm-up allowance: {note['owner']} has sent its {note['cap']} messages for "
+        f"Waiting for tomorrow's warm-up allowance: {note['owner']} has sent its {note['cap']} "
+        f"message{'' if note['cap'] == 1 else 's'} for "
         f"day {note['day']} of its warm-up. The rest go from {resumes:%Y-%m-%d %H:%M} ({settings.TIME_ZONE}); "
         "nothing has failed."
     )

@@ -193,7 +193,7 @@ def test_a_sending_domain_warm_up_caps_its_mail_through_any_backend(smtp_server)
     # then
     assert sorted(broadcast.messages.values_list("status", "attempts")) == [("queued", 0), ("queued", 0), ("sent", 1)]
     assert warmup.waiting("broadcast", broadcast.pk).startswith(
-        "Waiting for tomorrow's warm-up allowance: the sending domain alice.example has sent its 1 messages for day 1")
+        "Waiting for tomorrow's warm-up allowance: the sending domain alice.example has sent its 1 message for day 1")
 
 
 def test_both_caps_hold_and_the_one_not_used_is_given_back(smtp_server):
@@ -205,6 +205,12 @@ def test_both_caps_hold_and_the_one_not_used_is_given_back(smtp_server):
     # then: two went; the backend counts two, not what its chunk took
     assert len(smtp_server.messages) == 2
     assert warmup.status(backend)["used"] == 2
+
+
+def test_a_saved_schedule_that_no_longer_parses_is_ignored_not_fatal(smtp_server):
+    backend = backend_for(smtp_server)
+    Backend.objects.filter(pk=backend.pk).update(warmup_schedule="fifty")  # around the forms' validation
+    assert sending.send_batch(started(2).pk).counts["sent"] == 2
 
 
 def test_a_sequence_waits_for_the_allowance_too_and_says_so(smtp_server, alice_client):
@@ -219,7 +225,7 @@ def test_a_sequence_waits_for_the_allowance_too_and_says_so(smtp_server, alice_c
     assert sorted(Message.objects.values_list("status", "attempts")) == [("queued", 0), ("queued", 0), ("sent", 1)]
     page = alice_client.get(reverse("campaigns:sequence_detail", args=[sequence.pk])).content.decode()
     assert "Waiting for tomorrow&#x27;s warm-up allowance:" in page
-    assert "has sent its 1 messages for day 1 of its warm-up." in page
+    assert "has sent its 1 message for day 1 of its warm-up." in page
 
 
 def test_the_broadcast_progress_says_it_waits_for_tomorrow(smtp_server, victor_client):
