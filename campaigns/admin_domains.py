@@ -34,6 +34,10 @@ class SendingDomainAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # added in the dashboard (Sending → Domains), which creates the keys
 
+    def get_readonly_fields(self, request, obj=None):
+        # The keys sign for this name: a different domain is a new sending domain, with new keys.
+        return ("domain", *self.readonly_fields) if obj else self.readonly_fields
+
     @admin.action(description="Check the DNS records now")
     def check_now(self, request, queryset):
         for sending_domain in queryset:
