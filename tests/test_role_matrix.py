@@ -68,6 +68,7 @@ ROLES = {
     "campaigns:broadcast_schedule": EDITOR, "campaigns:broadcast_unschedule": EDITOR,
     "campaigns:broadcast_pause": EDITOR, "campaigns:broadcast_resume": EDITOR, "campaigns:broadcast_cancel": EDITOR,
     "campaigns:compose_preview": EDITOR, "campaigns:compose_test": EDITOR, "campaigns:compose_count": EDITOR,
+    "campaigns:compose_presend": EDITOR,
     "campaigns:template_index": VIEWER, "campaigns:template_detail": VIEWER, "campaigns:template_preview": VIEWER,
     "campaigns:template_create": EDITOR, "campaigns:template_edit": EDITOR, "campaigns:template_delete": EDITOR,
     "campaigns:template_test": EDITOR, "campaigns:template_draft_preview": EDITOR,
@@ -82,7 +83,7 @@ ROLES = {
     "campaigns:sequence_enroll": EDITOR, "campaigns:sequence_remove": EDITOR,
     "campaigns:step_create": EDITOR, "campaigns:step_edit": EDITOR, "campaigns:step_preview": EDITOR,
     "campaigns:step_test": EDITOR, "campaigns:step_move": EDITOR, "campaigns:step_toggle": EDITOR,
-    "campaigns:step_delete": EDITOR,
+    "campaigns:step_delete": EDITOR, "campaigns:step_presend": EDITOR,
     # Sending backends and sender identities: admins
     "campaigns:backend_index": VIEWER, "campaigns:backend_detail": VIEWER,
     "campaigns:backend_kind": ADMIN, "campaigns:backend_create": ADMIN, "campaigns:backend_edit": ADMIN,
