@@ -21,12 +21,20 @@ a background job with a progress bar) or applies (a daily job unsubscribes
 them). The reason recorded on each subscription starts with "Sunset policy",
 so they can be told apart from people who left themselves.
 
-Cost. The count is one query with two anti/semi joins: the tracked messages
-sent in the window and the human opens and clicks in it, each read once in a
-hash join (no per-subscriber loop). Measured on 200,000 subscribers, 1,000,000
-messages and 2,000,000 events (2 busy shared cores): see COUNT_MEASURED. It
-runs in the background (daily, and after the policy changes); pages show the
-stored result.
+Cost. The count is one query. Measured with EXPLAIN ANALYZE on 200,000
+subscribers, 1,000,000 sent messages and 1,200,000 events (Postgres 15, 2 busy
+shared cores): 2.4 s. The window's human opens and clicks are read once,
+joined to their messages and hashed (a parallel hash anti join: 1.5 s of it);
+each remaining candidate then costs one probe of the ledger's subscriber index
+to find a message sent to it in the window. Everything grows linearly, so
+about 20 s at 1,000,000 subscribers and 10,000,000 events: it runs in the
+background (daily, and after the policy changes) and pages show the stored
+result. No index was added for it: one on the events would cost every
+tracked open a write to shorten this once-a-day scan.
+
+Unsubscribing re-checks each chunk of 10,000 with the same conditions, which
+Postgres then answers with nested loops on those rows only (0.4 s a chunk in
+the measurement above).
 """
 
 import calendar
