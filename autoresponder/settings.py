@@ -378,6 +378,9 @@ for _ns in DNS_NAMESERVERS:
         fail(f"DNS_NAMESERVERS entry {_ns!r} must be an IP address with an optional port, "
              "e.g. 1.1.1.1, 127.0.0.1:5353 or [2606:4700::1111]:53")
 DNS_TIMEOUT_SECONDS = env_int("DNS_TIMEOUT_SECONDS", 3)
+# An import's MX check (lists/hygiene.py) stops after this many seconds; domains not answered by then
+# are not flagged.
+HYGIENE_MX_SECONDS = env_int("HYGIENE_MX_SECONDS", 120)
 
 # Key for secrets stored in the database (backend credentials, DKIM keys). Derived
 # from SECRET_KEY unless set; changing it makes stored secrets unreadable.
