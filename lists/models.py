@@ -59,7 +59,7 @@ class MailingList(models.Model):
     reject_disposable = models.BooleanField(
         default=True, db_default=True, verbose_name="refuse throwaway addresses",
         help_text="The signup form asks people whose address is at a throwaway mail service (such as "
-        "mailinator.com) for their regular address instead (lists.hygiene).",
+        "mailinator.com) for their regular address instead.",
     )
     is_archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
