@@ -144,3 +144,11 @@ def test_bad_arguments_are_refused_with_a_plain_message(news):
             run(*args, "--yes")
         assert str(refused.value).startswith(message), args
     assert Subscriber.objects.count() == 8 and not Tag.objects.exists()
+
+
+def test_a_segment_that_no_longer_compiles_is_refused(news):
+    segment = Segment.objects.create(name="Broken", conditions=[{"field": "shoe_size", "op": "is", "value": "9"}])
+
+    with pytest.raises(CommandError, match="This selection cannot be used: Condition 1: “shoe_size” is not a field"):
+        run("delete", "--segment", str(segment.pk), "--yes")
+    assert Subscriber.objects.count() == 8

@@ -41,8 +41,8 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         from_list = self._list(options["from_list"]) if options["from_list"] else None
         options["tag"] = self._tag_name(action, options["tag"])
-        subscribers = self._subscribers(options)
-        try:
+        try:  # a segment whose list or tag is gone, a search that does not parse
+            subscribers = self._subscribers(options)
             count = subscribers.count()
         except (SegmentError, ValueError) as exc:
             raise CommandError(f"This selection cannot be used: {exc}")
