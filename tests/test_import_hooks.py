@@ -193,3 +193,15 @@ def test_payloads_built_by_postgres_equal_those_built_in_python(newsletter):
     assert created["subscriber"]["created_at"] == "2030-05-01T09:00:00+00:00"
     assert subscribed == events.subscription_payload(subscription)
     assert subscribed["subscription"]["confirmed_at"] == "2030-05-01T09:00:00.000250+00:00"
+
+
+def test_a_listener_without_a_set_based_receiver_gets_the_payloads_as_dicts(tmp_path, newsletter):
+    got = []
+    listener = events.register(wants=lambda event: event == events.SUBSCRIBER_CREATED,
+                               receive=lambda event, payloads: got.append((event, payloads)))
+    try:
+        import_csv(tmp_path, "email,name\nada@example.org,Ada\n", newsletter, "copy", mode=ImportJob.ADD)
+    finally:
+        events.unregister(listener)
+
+    assert got == [("subscriber.created", [events.created_payload(Subscriber.objects.get())])]
