@@ -93,6 +93,9 @@ class SubscriberFilter(django_filters.FilterSet):
     segment = django_filters.NumberFilter(method="noop", help_text="Segment id.")
     created_after = UTCDateTimeFilter(method="noop")
     created_before = UTCDateTimeFilter(method="noop")
+    flag = django_filters.ChoiceFilter(
+        method="noop", choices=[(f, f) for f in ("role", "disposable", "no_mx", "any")],
+        help_text="Only subscribers with this list-hygiene flag (role address, throwaway domain, no MX), or any.")
 
     class Meta:
         model = Subscriber
@@ -112,7 +115,7 @@ class SubscriberFilter(django_filters.FilterSet):
             found = search_subscribers(
                 data.get("q") or "", mailing_list=data.get("list"), status=data.get("status") or None,
                 tag=data.get("tag"), segment=segment, created_after=data.get("created_after"),
-                created_before=data.get("created_before"),
+                created_before=data.get("created_before"), flag=data.get("flag") or None,
             )
         except ValueError as exc:  # a segment whose conditions no longer compile
             raise DomainError("segment", exc)

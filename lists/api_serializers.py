@@ -67,7 +67,7 @@ class SubscriberSerializer(serializers.ModelSerializer):
     class Meta:
         model = Subscriber
         fields = ["id", "email", "name", "attributes", "time_zone", "status", "tags", "subscriptions",
-                  "created_at", "updated_at"]
+                  "is_role_address", "is_disposable_address", "has_no_mx", "created_at", "updated_at"]
         read_only_fields = fields
 
 

@@ -172,6 +172,27 @@ def test_subscriber_search_by_query_list_status_and_tag(viewer_api):
     assert emails({"q": "ada", "ordering": "email"}) == ["ada@example.org", "adam@example.org"]
 
 
+def test_subscriber_hygiene_flags_are_shown_and_filter_the_search(viewer_api):
+    news = MailingListFactory()
+    SubscriptionFactory(mailing_list=news, subscriber__email="ada@example.org")
+    SubscriptionFactory(mailing_list=news, subscriber__email="info@example.org", subscriber__is_role_address=True)
+    SubscriptionFactory(mailing_list=news, subscriber__email="x@mailinator.com",
+                        subscriber__is_disposable_address=True)
+
+    def found(flag):
+        response = viewer_api.get("/api/v1/subscribers/", {"flag": flag, "ordering": "email"})
+        assert response.status_code == 200, response.json()
+        return [(s["email"], s["is_role_address"], s["is_disposable_address"], s["has_no_mx"])
+                for s in response.json()["results"]]
+
+    assert found("role") == [("info@example.org", True, False, False)]
+    assert found("disposable") == [("x@mailinator.com", False, True, False)]
+    assert found("any") == [("info@example.org", True, False, False), ("x@mailinator.com", False, True, False)]
+    assert found("no_mx") == []
+    response = viewer_api.get("/api/v1/subscribers/", {"flag": "spammy"})
+    assert response.status_code == 400 and "flag" in response.json()
+
+
 def test_subscriber_search_by_segment(viewer_api):
     SubscriberFactory(email="ada@gmail.example")
     SubscriberFactory(email="bob@other.example")
