@@ -19,6 +19,8 @@ trade-off: persist Redis if an ESP quota must survive a restart).
 Without Redis (the embedded `make run`: one machine, SQLite) the same algorithm
 runs in Python on a small JSON file per backend under DATA_DIR, serialised by
 an exclusive file lock, which is correct for any number of local processes.
+The per-domain throttle and the warm-up caps keep their state the same two ways,
+with the helpers at the end of this file.
 """
 
 import fcntl
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,55 +116,20 @@ end
 return {granted, tostring(wait)}
 """
 
-_redis = {}
-
-
-def _script():
-    """One client and registered script per process (redis-py pools are fork-safe)."""
-    if "script" not in _redis:
-        import redis
-
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
-        _redis["script"] = client.register_script(_LUA)
-    return _redis["script"]
-
 
 def _take_redis(limits, want):
-    import redis
-
     keys = [f"ar:rate:{limits.key}:bucket", f"ar:rate:{limits.key}:window"]
     args = [limits.rate, limits.capacity, want, limits.window_limit, limits.window_seconds, limits.slot_seconds]
-    try:
-        granted, wait = _script()(keys=keys, args=args)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RateLimitUnavailable(f"Redis cannot be reached for the sending rate limit: {exc}") from exc
+    granted, wait = run_script(_LUA, keys, args, purpose="the sending rate limit")
     return int(granted), float(wait)
 
 
 # --- Single machine: a locked file ----------------------------------------------
 
 
-def _state_path(limits):
-    folder = Path(settings.DATA_DIR) / "ratelimit"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{limits.key}.json"
-
-
 def _take_file(limits, want):
-    with open(_state_path(limits), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
-        fh.seek(0)
-        try:
-            state = json.loads(fh.read() or "{}")
-        except ValueError:
-            state = {}
-        granted, wait = _apply(limits, state, want, time.time())
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(state))
-        fh.flush()
-        os.fsync(fh.fileno())
-    return granted, wait
+    with locked_json(limits.key) as state:
+        return _apply(limits, state, want, time.time())
 
 
 def _apply(limits, state, want, now):
@@ -192,3 +160,64 @@ def _apply_window(limits, state, granted, now):
         slots[current] = slots.get(current, 0) + granted
     state["slots"] = {str(k): v for k, v in slots.items()}
     return granted, wait
+
+
+# --- Shared with the per-domain throttle and the warm-up caps -------------------
+
+_redis = {}
+
+
+def redis_client():
+    """One client per process (redis-py pools are fork-safe)."""
+    if "client" not in _redis:
+        import redis
+
+        _redis["client"] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
+    return _redis["client"]
+
+
+def run_script(lua, keys, args, *, purpose):
+    """Run a Lua script, registered once per process. When Redis cannot be reached this raises
+    RateLimitUnavailable, saying what it was for ('the warm-up cap')."""
+    import redis
+
+    if lua not in _redis:
+        _redis[lua] = redis_client().register_script(lua)
+    try:
+        return _redis[lua](keys=keys, args=args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RateLimitUnavailable(f"Redis cannot be reached for {purpose}: {exc}") from exc
+
+
+def state_path(name):
+    folder = Path(settings.DATA_DIR) / "ratelimit"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.json"
+
+
+@contextmanager
+def locked_json(name):
+    """The dict saved in DATA_DIR/ratelimit/<name>.json, for a block that holds the file's
+    exclusive lock (local processes take turns); written back when the block ends without an
+    error. A missing or unreadable file starts as {}."""
+    with open(state_path(name), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        fh.seek(0)
+        try:
+            state = json.loads(fh.read() or "{}")
+        except ValueError:
+            state = {}
+        yield state
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(state))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_json(name):
+    """The dict as last saved, without waiting for the lock (for the pages)."""
+    try:
+        return json.loads(state_path(name).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}

@@ -25,19 +25,16 @@ spread over the following windows instead of being claimed and deferred again
 every few seconds.
 """
 
-import fcntl
-import json
 import math
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .ratelimit import SLOTS, RateLimitUnavailable
+from .ratelimit import SLOTS, RateLimitUnavailable, locked_json, run_script
 
 _COUNTRY = r"([a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})"  # .com, .fr, .co.uk, .com.br …
 PROVIDERS = {
@@ -195,31 +192,16 @@ for i = 1, #KEYS do
 end
 return out
 """
-_redis = {}
-
-
-def _script():
-    if "script" not in _redis:
-        import redis
-
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
-        _redis["script"] = client.register_script(_LUA)
-    return _redis["script"]
 
 
 def _take_redis(key, wants):
-    import redis
-
     buckets = list(wants)
     keys = [f"ar:throttle:{key}:{bucket}" for bucket in buckets]
     args = []
     for bucket in buckets:
         rule, want = wants[bucket]
         args += [rule.limit, rule.window, want, rule.slot]
-    try:
-        out = _script()(keys=keys, args=args)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RateLimitUnavailable(f"Redis cannot be reached for the per-domain limits: {exc}") from exc
+    out = run_script(_LUA, keys, args, purpose="the per-domain limits")
     return {bucket: (int(out[2 * i]), float(out[2 * i + 1])) for i, bucket in enumerate(buckets)}
 
 
@@ -227,21 +209,12 @@ def _take_redis(key, wants):
 
 
 def _take_file(key, wants):
-    folder = Path(settings.DATA_DIR) / "ratelimit"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"throttle-{key}.json", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
-        fh.seek(0)
-        try:
-            state = json.loads(fh.read() or "{}")
-        except ValueError:
-            state = {}
+    with locked_json(f"throttle-{key}") as state:
         now = time.time()
         result = {bucket: _apply(state.setdefault(bucket, {}), rule, want, now)
                   for bucket, (rule, want) in wants.items()}
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({bucket: slots for bucket, slots in state.items() if slots}))
+        for bucket in [bucket for bucket, slots in state.items() if not slots]:
+            del state[bucket]
     return result
 
 

@@ -22,22 +22,19 @@ tomorrow's allowance. If Redis is restarted empty the day's count starts again
 from zero (the same trade-off as the quota: persist Redis if that matters).
 """
 
-import fcntl
-import json
 import logging
 import math
 import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from .ratelimit import RateLimitUnavailable
+from .ratelimit import RateLimitUnavailable, locked_json, read_json, redis_client, run_script
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +229,7 @@ def take(plan, want):
     if plan.cap is None:
         return want
     if settings.REDIS_URL:
-        return _redis_call(_take_script, plan, [want, plan.cap, _TTL])
+        return _redis_call(_TAKE, plan, [want, plan.cap, _TTL])
     return _file_update(plan, lambda used: max(0, min(want, plan.cap - used)))
 
 
@@ -240,7 +237,7 @@ def give_back(plan, n):
     if n <= 0 or plan.cap is None:
         return
     if settings.REDIS_URL:
-        _redis_call(_give_back_script, plan, [n])
+        _redis_call(_GIVE_BACK, plan, [n])
     else:
         _file_update(plan, lambda used: -min(n, used))
 
@@ -251,10 +248,10 @@ def used_today(plan):
         import redis
 
         try:
-            return int(_client().get(_key(plan)) or 0)
+            return int(redis_client().get(_key(plan)) or 0)
         except (redis.ConnectionError, redis.TimeoutError):
             return None
-    return _file_state(plan).get(plan.date.isoformat(), 0)
+    return read_json(_file(plan)).get(plan.date.isoformat(), 0)
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -273,75 +270,31 @@ local back = math.min(used, tonumber(ARGV[1]))
 if back > 0 then redis.call('DECRBY', KEYS[1], back) end
 return back
 """
-_redis = {}
-
-
-def _client():
-    """One client per process (redis-py pools are fork-safe)."""
-    if "client" not in _redis:
-        import redis
-
-        _redis["client"] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
-    return _redis["client"]
-
-
-def _take_script():
-    if "take" not in _redis:
-        _redis["take"] = _client().register_script(_TAKE)
-    return _redis["take"]
-
-
-def _give_back_script():
-    if "give_back" not in _redis:
-        _redis["give_back"] = _client().register_script(_GIVE_BACK)
-    return _redis["give_back"]
 
 
 def _key(plan):
     return f"ar:warmup:{plan.key}:{plan.date.isoformat()}"
 
 
-def _redis_call(script, plan, args):
-    import redis
-
-    try:
-        return int(script()(keys=[_key(plan)], args=args))
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RateLimitUnavailable(f"Redis cannot be reached for the warm-up cap: {exc}") from exc
+def _redis_call(lua, plan, args):
+    return int(run_script(lua, [_key(plan)], args, purpose="the warm-up cap"))
 
 
 # --- Single machine: a locked file ------------------------------------------------------------
 
 
-def _path(plan):
-    folder = Path(settings.DATA_DIR) / "ratelimit"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"warmup-{plan.key}.json"
-
-
-def _file_state(plan):
-    try:
-        return json.loads(_path(plan).read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
+def _file(plan):
+    return f"warmup-{plan.key}"
 
 
 def _file_update(plan, change):
     """Apply change(used) -> delta to today's count under the lock; returns the delta."""
-    today = plan.date.isoformat()
-    with open(_path(plan), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
-        fh.seek(0)
-        try:
-            state = json.loads(fh.read() or "{}")
-        except ValueError:
-            state = {}
-        state = {day: n for day, n in state.items() if day >= (plan.date - timedelta(days=2)).isoformat()}
+    today, oldest = plan.date.isoformat(), (plan.date - timedelta(days=2)).isoformat()
+    with locked_json(_file(plan)) as state:
+        for day in [day for day in state if day < oldest]:
+            del state[day]
         delta = change(state.get(today, 0))
         state[today] = state.get(today, 0) + delta
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(state))
     return delta
 
 
