@@ -38,27 +38,23 @@ the measurement above).
 """
 
 import calendar
-import secrets
-import time
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from autoresponder.roles import has_role
 from lists import bulk_actions
+from lists.jobs import JOB_SECONDS, RUNNING, WAITING, Jobs
 from lists.models import MailingList, Subscription
 
 from .models import Broadcast, Event, Message, Sequence, Step, SunsetPolicy
 
 REASON = "Sunset policy: no opens or clicks in {months} months"
 CHUNK = 10_000  # subscriptions per transaction when unsubscribing: progress shows, a crash loses one chunk
-JOB_SECONDS = 86_400
 DAILY_SECONDS = 23 * 3600  # the hourly beat acts once a day (a little under, so the hour does not drift)
-WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
 
 
 def current():
@@ -187,13 +183,9 @@ def daily(now=None):
     return count(now=now)
 
 
-# --- The button: a background job with progress (as lists.bulk_jobs) -------------------------------------
+# --- The button: a background job with progress (lists.jobs, as the bulk actions) -----------------------
 
-
-def _key(job_id):
-    return f"campaigns:sunset-job:{job_id}"
-
-
+JOBS = Jobs("campaigns:sunset-job")
 CURRENT_KEY = "campaigns:sunset-job:current"
 
 
@@ -211,46 +203,30 @@ def start_job(user):
     already = running_job()
     if already:
         return already
-    job_id = secrets.token_urlsafe(12)
-    months = current().months
-    cache.set(_key(job_id), {"months": months, "total": None, "seen": 0, "changed": 0, "status": WAITING,
-                             "by": user.get_username(), "started": time.time(), "error": ""}, JOB_SECONDS)
+    job_id = JOBS.start(run_sunset_job, {"months": current().months, "total": None}, user=user)
     cache.set(CURRENT_KEY, job_id, JOB_SECONDS)
-    transaction.on_commit(lambda: run_sunset_job.delay(job_id))
     return job_id
 
 
 def get_job(job_id):
-    job = cache.get(_key(job_id))
+    job = JOBS.get(job_id)
     if job is not None:
-        total = job["total"]
-        job["percent"] = 100 if job["status"] == DONE else min(99, int(100 * job["seen"] / total) if total else 0)
-        job["id"] = job_id
         job["started_at"] = datetime.fromtimestamp(job["started"], tz=timezone.get_current_timezone())
     return job
 
 
-def _save(job_id, job, **changes):
-    job.update(changes)
-    cache.set(_key(job_id), job, JOB_SECONDS)
-
-
 def run_job(job_id):
     """Do a waiting job; one already claimed (a task delivered twice) is left alone."""
-    job = cache.get(_key(job_id))
-    if job is None or job["status"] != WAITING or not cache.add(f"{_key(job_id)}:claim", 1, JOB_SECONDS):
-        return
-    _save(job_id, job, status=RUNNING)
-    try:
-        changed = unsubscribe_inactive(
-            job["months"], on_start=lambda total: _save(job_id, job, total=total),
-            on_chunk=lambda seen, changed: _save(job_id, job, seen=seen, changed=changed),
-        )
-    except Exception as exc:  # shown on the progress page; the chunks done so far stay done
-        _save(job_id, job, status=FAILED, error=str(exc)[:500])
-        raise
+    JOBS.run(job_id, _unsubscribe_inactive)
+
+
+def _unsubscribe_inactive(job, save):
+    changed = unsubscribe_inactive(
+        job["months"], on_start=lambda total: save(total=total),
+        on_chunk=lambda seen, changed: save(seen=seen, changed=changed),
+    )
     _record_run(changed)
-    _save(job_id, job, status=DONE, seen=job["total"] or 0, changed=changed)
+    return changed
 
 
 # --- The overview -----------------------------------------------------------------------------------------
