@@ -27,9 +27,9 @@ from pathlib import Path
 
 import requests
 
-BASE = Path(__file__).resolve().parent.parent
+from common import BASE, SERVER, environment, setup_django
+
 DATABASE = "ar_bench_api"
-SERVER = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 N = int(os.environ.get("BENCH_N", 50_000))
 BATCH = 10_000
 WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
@@ -41,32 +41,12 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def environment(data_dir):
-    return {
-        **os.environ, "DATABASE_URL": f"{SERVER}/{DATABASE}", "DEBUG": "0", "DATA_DIR": str(data_dir),
-        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://127.0.0.1:8000",
-        "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
-        "LOG_LEVEL": "WARNING", "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-        "API_BULK_PER_MINUTE": "100000", "DATABASE_CONN_MAX_AGE": "600",
-        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
-    }
-
-
 def psql(sql):
     subprocess.run(["psql", f"{SERVER}/postgres", "-qc", sql], check=True, capture_output=True)
 
 
 def manage(env, *args):
     subprocess.run([sys.executable, "manage.py", *args], cwd=BASE, env=env, check=True)
-
-
-def setup_django(env):
-    os.environ.update(env)
-    sys.path.insert(0, str(BASE))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "autoresponder.settings"
-    import django
-
-    django.setup()
 
 
 def people(prefix, count, *, renamed=False):
@@ -145,14 +125,16 @@ def service_pass(list_id, items):
 def main():
     data_dir = Path(tempfile.mkdtemp(prefix="bench-api-"))
     (data_dir / "static").mkdir()
-    env = environment(data_dir)
+    env = environment(DATABASE, data_dir, REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+                      API_BULK_PER_MINUTE="100000", DATABASE_CONN_MAX_AGE="600")
     psql(f"DROP DATABASE IF EXISTS {DATABASE}")
     psql(f"CREATE DATABASE {DATABASE}")
     gunicorn = None
     try:
         log(f"Migrating {DATABASE}…")
         manage(env, "migrate", "-v0")
-        setup_django(env)
+        os.environ.update(env)
+        setup_django()
         from django.contrib.auth.models import User
         from rest_framework.authtoken.models import Token
 

@@ -31,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE = Path(__file__).resolve().parent.parent
+from common import BASE, SERVER, environment, insert_select, setup_django
+
 DATABASE = "ar_bench_dashboard"
-SERVER = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", 1_000_000))
 EVENTS = int(os.environ.get("BENCH_EVENTS", 10_000_000))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 20))
@@ -52,24 +52,6 @@ def _psql(sql):
                    stdout=subprocess.DEVNULL)
 
 
-def _environment(data_dir):
-    os.environ.update({
-        "DATABASE_URL": f"{SERVER}/{DATABASE}", "DEBUG": "0", "DATA_DIR": str(data_dir),
-        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://testserver",
-        "ALLOWED_HOSTS": "testserver", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
-        "LOG_LEVEL": "WARNING", "REDIS_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1",
-        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
-    })
-
-
-def _django():
-    sys.path.insert(0, str(BASE))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoresponder.settings")
-    import django
-
-    django.setup()
-
-
 # --- Seeding: one INSERT … SELECT … generate_series per table ---------------------------------
 
 
@@ -77,32 +59,6 @@ def _sql(cursor, sql, params=None):
     started = time.perf_counter()
     cursor.execute(sql, params)
     return time.perf_counter() - started
-
-
-def insert_select(cursor, model, exprs, source):
-    """INSERT INTO model's table SELECT … FROM source, with `exprs` {column: SQL} and every other
-    column filled from the field's default (or NULL), so new columns do not break the bench."""
-    from django.db import connection
-    from django.db.models.fields import NOT_PROVIDED
-
-    columns, values = [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(field.column)
-        if field.column in exprs:
-            values.append(exprs[field.column])
-        elif field.default is not NOT_PROVIDED:
-            prepared = field.get_db_prep_save(field.get_default(), connection)
-            values.append(cursor.mogrify("%s", [prepared]).decode())
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            values.append("now()")
-        elif field.null:
-            values.append("NULL")
-        else:
-            values.append("''")
-    table = model._meta.db_table
-    return _sql(cursor, f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}")
 
 
 def seed():
@@ -347,7 +303,8 @@ def _measure(client, url):
 def main():
     started = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    _environment(data_dir)
+    os.environ.update(environment(DATABASE, data_dir, SITE_URL="http://testserver", ALLOWED_HOSTS="testserver",
+                                  CELERY_TASK_ALWAYS_EAGER="1"))
     log(f"database {DATABASE}: {SUBSCRIBERS:,} subscribers, {EVENTS:,} tracking rows")
     reuse = os.environ.get("BENCH_REUSE") == "1"  # time the pages of a database kept by BENCH_KEEP=1
     if not reuse:
@@ -357,7 +314,7 @@ def main():
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE, check=True)
         # DEBUG=0 as in production: templates cached, hashed static names from the manifest
         subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=BASE, check=True)
-        _django()
+        setup_django()
         if reuse:
             kind, owner = _kept()
         else:

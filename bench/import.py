@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE = Path(__file__).resolve().parent.parent
+from common import BASE, SERVER, environment, setup_django
+
 DATABASE = "ar_bench_import"
-SERVER = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 ROWS = int(os.environ.get("BENCH_ROWS", 1_000_000))
 SEARCH_REPEATS = 5
 
@@ -51,15 +51,6 @@ SEARCHES = [
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
-
-def environment(data_dir):
-    return {
-        **os.environ, "DATABASE_URL": f"{SERVER}/{DATABASE}", "DEBUG": "0", "DATA_DIR": str(data_dir),
-        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://127.0.0.1:8000",
-        "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
-        "LOG_LEVEL": "WARNING", "REDIS_URL": "", "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
-    }
 
 
 # --- The file ------------------------------------------------------------------------------
@@ -90,14 +81,6 @@ def generate(path, rows):
 
 
 # --- Children (run with the bench database's environment) ------------------------------------------
-
-
-def _django():
-    sys.path.insert(0, str(BASE))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoresponder.settings")
-    import django
-
-    django.setup()
 
 
 def _peak_rss_mb():
@@ -134,7 +117,7 @@ def _own_cpu():
 
 
 def child_import(csv_path):
-    _django()
+    setup_django()
     from lists import importing
     from lists.models import ImportJob, MailingList
 
@@ -152,7 +135,7 @@ def child_import(csv_path):
 
 
 def child_search():
-    _django()
+    setup_django()
     from lists.models import MailingList
     from lists.search import search_subscribers
 
@@ -173,7 +156,7 @@ def child_search():
 
 def child_copy(dump_path):
     """Truncate, then COPY the rows the import wrote, as a bare COPY would load them."""
-    _django()
+    setup_django()
     from django.db import connection
 
     columns = "email, name, attributes, time_zone, status, created_at, updated_at"
@@ -206,7 +189,7 @@ def _child(env, *args):
 
 def main():
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    env = environment(work / "data")
+    env = environment(DATABASE, work / "data")
     try:
         log(f"load before: {os.getloadavg()}")
         started = time.perf_counter()

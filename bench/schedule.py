@@ -29,9 +29,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-BASE = Path(__file__).resolve().parent.parent
+from common import SERVER, environment, insert_select, setup_django
+
 DATABASE = "ar_bench_schedule"
-SERVER = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 ENROLLMENTS = int(os.environ.get("BENCH_ENROLLMENTS", 1_000_000))
 DUE_PERCENT = int(os.environ.get("BENCH_DUE_PERCENT", 10))
 BASELINE = int(os.environ.get("BENCH_BASELINE", 2_000))
@@ -42,20 +42,6 @@ ZONES = ["", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London",
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
-
-def setup_django(data_dir):
-    os.environ.update({
-        "DATABASE_URL": f"{SERVER}/{DATABASE}", "DEBUG": "0", "DATA_DIR": str(data_dir),
-        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnop", "SITE_URL": "http://127.0.0.1:8000",
-        "ALLOWED_HOSTS": "127.0.0.1", "CELERY_BROKER_URL": "memory://", "EMAIL_URL": "outbox://",
-        "LOG_LEVEL": "WARNING", "REDIS_URL": "", "DJANGO_SETTINGS_MODULE": "autoresponder.settings",
-        "ANYMAIL_WEBHOOK_SECRET": "bench:bench-only-webhook-secret",
-    })
-    sys.path.insert(0, str(BASE))
-    import django
-
-    django.setup()
 
 
 def recreate_database():
@@ -84,43 +70,9 @@ def drop_database():
 # --- Data ------------------------------------------------------------------------------------------
 
 
-def insert_select(model, expressions, source):
-    """INSERT INTO model's table every concrete column: the given SQL expressions, the
-    field's default for the rest (so a new field with a default does not break the bench)."""
-    from django.db import connection
-
-    columns, values = [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        columns.append(field.column)
-        if field.column in expressions:
-            values.append(expressions[field.column])
-        else:
-            values.append(_default_sql(field))
-    sql = f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} {source}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.rowcount
-
-
-def _default_sql(field):
-    if field.null:
-        return "NULL"
-    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-        return "now()"
-    default = field.get_default()
-    if isinstance(default, (dict, list)):
-        return "'" + json.dumps(default) + "'::jsonb"
-    if isinstance(default, bool):
-        return "true" if default else "false"
-    if isinstance(default, (int, float)):
-        return str(default)
-    return "'" + str(default).replace("'", "''") + "'"
-
-
 def build(count, *, prefix, due_percent):
     """A list with `count` confirmed subscribers, a five-step sequence and `count` enrollments."""
+    from django.db import connection
     from django.utils import timezone
 
     from campaigns import sequences
@@ -141,26 +93,27 @@ def build(count, *, prefix, due_percent):
     sequence.refresh_from_db()
     zones = "ARRAY[" + ", ".join(f"'{z}'" for z in ZONES) + "]"
     started = Subscriber.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    insert_select(Subscriber, {
-        "email": f"'{prefix}' || g || '@bench.example'", "name": "'Bench ' || g",
-        "time_zone": f"({zones})[1 + g % {len(ZONES)}]", "status": "'active'",
-    }, f"FROM generate_series(1, {count}) g")
-    insert_select(Subscription, {
-        "subscriber_id": "s.id", "mailing_list_id": str(mailing_list.pk), "status": "'confirmed'",
-        "source": "'import'", "confirmed_at": "now() - interval '20 days'",
-    }, f"FROM lists_subscriber s WHERE s.id > {started}")
-    # Due rows (id % 100 < due_percent) waited up to an hour; the others come due in 1 to 2 days.
-    # Positions 1–4 spread the due rows over steps 2–5.
-    step_ids = "ARRAY[" + ", ".join(str(s.pk) for s in steps) + "]"
-    due = f"(s.id % 100) < {due_percent}"
-    insert_select(Enrollment, {
-        "sequence_id": str(sequence.pk), "subscriber_id": "s.id", "status": "'active'", "source": "'subscribe'",
-        "entry": "1", "position": "1 + s.id % 4", "last_step_id": f"({step_ids})[1 + s.id % 4]",
-        "last_step_at": "now() - interval '2 days'", "next_step_id": f"({step_ids})[2 + s.id % 4]",
-        "next_step_at": f"CASE WHEN {due} THEN now() - (s.id % 3600) * interval '1 second' "
-                        f"ELSE now() + interval '1 day' + (s.id % 86400) * interval '1 second' END",
-        "entered_at": "now() - interval '3 days'",
-    }, f"FROM lists_subscriber s WHERE s.id > {started}")
+    with connection.cursor() as cursor:
+        insert_select(cursor, Subscriber, {
+            "email": f"'{prefix}' || g || '@bench.example'", "name": "'Bench ' || g",
+            "time_zone": f"({zones})[1 + g % {len(ZONES)}]", "status": "'active'",
+        }, f"generate_series(1, {count}) g")
+        insert_select(cursor, Subscription, {
+            "subscriber_id": "s.id", "mailing_list_id": str(mailing_list.pk), "status": "'confirmed'",
+            "source": "'import'", "confirmed_at": "now() - interval '20 days'",
+        }, f"lists_subscriber s WHERE s.id > {started}")
+        # Due rows (id % 100 < due_percent) waited up to an hour; the others come due in 1 to 2 days.
+        # Positions 1–4 spread the due rows over steps 2–5.
+        step_ids = "ARRAY[" + ", ".join(str(s.pk) for s in steps) + "]"
+        due = f"(s.id % 100) < {due_percent}"
+        insert_select(cursor, Enrollment, {
+            "sequence_id": str(sequence.pk), "subscriber_id": "s.id", "status": "'active'", "source": "'subscribe'",
+            "entry": "1", "position": "1 + s.id % 4", "last_step_id": f"({step_ids})[1 + s.id % 4]",
+            "last_step_at": "now() - interval '2 days'", "next_step_id": f"({step_ids})[2 + s.id % 4]",
+            "next_step_at": f"CASE WHEN {due} THEN now() - (s.id % 3600) * interval '1 second' "
+                            f"ELSE now() + interval '1 day' + (s.id % 86400) * interval '1 second' END",
+            "entered_at": "now() - interval '3 days'",
+        }, f"lists_subscriber s WHERE s.id > {started}")
     return sequence
 
 
@@ -238,7 +191,8 @@ def naive_pass(sequence, now):
 def main():
     data_dir = Path(tempfile.mkdtemp(prefix="bench-schedule-"))
     recreate_database()
-    setup_django(data_dir)
+    os.environ.update(environment(DATABASE, data_dir))
+    setup_django()
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
