@@ -226,9 +226,11 @@ def write_ledger(broadcast_id):
             Broadcast.objects.select_for_update()
             .filter(pk=broadcast_id, status=Broadcast.SENDING, fanned_out_at__isnull=True).first()
         )
+        written = 0
         if broadcast is not None:
-            return ledger.fan_out(broadcast, send_at=broadcast.scheduled_at or timezone.now())
-    return 0
+            written = ledger.fan_out(broadcast, send_at=broadcast.scheduled_at or timezone.now())
+    ledger.refresh_statistics(written)
+    return written
 
 
 def start(broadcast_id):

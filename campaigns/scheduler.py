@@ -47,7 +47,7 @@ from django.utils import timezone
 
 from lists.models import Subscriber
 
-from . import scheduling
+from . import ledger, scheduling
 from .models import Enrollment, Message, Sequence
 
 log = logging.getLogger(__name__)
@@ -453,6 +453,7 @@ def run_sequence(sequence, *, now, batch_size=None, workers=None):
     plan.floor = floor
     total.add(_drain(plan, batch_size))
     _remember(sequence, now, sweep)
+    ledger.refresh_statistics(total.queued + total.skipped)
     return total
 
 
