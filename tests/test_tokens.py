@@ -114,3 +114,22 @@ def test_arbitrary_base64_never_raises_anything_but_bad_token(raw):
         tokens.unsign("click", token)
     except BadToken:
         pass
+
+
+@pytest.mark.parametrize("email", ["ada@example.org", " Zoë.Ünïcode@Example.ORG ", "x+tag@sub.example.co.uk"])
+def test_the_preference_token_is_exactly_what_django_signing_makes(email, settings):
+    from django.core import signing
+    from django.utils.crypto import salted_hmac
+
+    from lists import tokens as list_tokens
+
+    class Person:
+        pk = 123456789
+
+    Person.email = email
+    for secret in ("first-secret-key-" + "x" * 40, "second-secret-key-" + "y" * 40):
+        settings.SECRET_KEY = secret
+        fingerprint = salted_hmac(list_tokens.FINGERPRINT_SALT, email.strip().lower(), algorithm="sha256").hexdigest()[:16]
+        assert list_tokens.address_fingerprint(email) == fingerprint
+        expected = signing.Signer(salt=list_tokens.PREFERENCES_SALT).sign_object({"s": 123456789, "a": fingerprint})
+        assert list_tokens.preferences_token(Person) == expected
