@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import timedelta
@@ -268,6 +269,25 @@ _RECORD_SQL = (
 )
 
 
+# On Postgres the outcome is a prepared statement, parsed and planned once per connection:
+# planning the literal UPDATE each time cost about 0.1 ms of Postgres CPU per message.
+# A prepared statement lives in its session: workers need their own connections to
+# Postgres (as they have), not a pooler in transaction mode.
+_RECORD_EXECUTE = "EXECUTE campaigns_record_outcome (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_prepared_connections = weakref.WeakSet()
+
+
+def _prepare_record(cursor):
+    raw = connection.connection
+    if raw not in _prepared_connections:
+        numbered = _RECORD_SQL % tuple(f"${n}" for n in range(1, 12))
+        cursor.execute(
+            "PREPARE campaigns_record_outcome (varchar, timestamptz, timestamptz, timestamptz, bigint, varchar,"
+            " varchar, text, timestamptz, bigint, varchar) AS " + numbered.replace("%%", "%")
+        )
+        _prepared_connections.add(raw)
+
+
 @contextmanager
 def asynchronous_commit():
     """synchronous_commit off for this connection while a batch records its outcomes.
@@ -319,7 +339,11 @@ def record(row, token, *, status, response, backend_id, message_id, provider_id=
         backend_id, message_id, provider_id, response[:1000], adapt(now), row["pk"], token,
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_RECORD_SQL, params)
+        if connection.vendor == "postgresql":
+            _prepare_record(cursor)
+            cursor.execute(_RECORD_EXECUTE, params)
+        else:
+            cursor.execute(_RECORD_SQL, params)
         recorded = cursor.rowcount == 1
     if recorded and status == Message.SENT:
         _announce_sent(row, message_id, now)
