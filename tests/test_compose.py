@@ -57,3 +57,11 @@ def test_dockerfile_builds_the_image_compose_uses():
     assert "pip install -r requirements.txt" in dockerfile
     assert "collectstatic --noinput" in dockerfile
     assert "USER app" in dockerfile
+
+
+def test_postgres_starts_with_settings_for_a_write_heavy_ledger():
+    command = services["postgres"]["command"]
+    assert command[0] == "postgres"
+    settings = dict(arg.split("=", 1) for arg in command[1:] if arg != "-c")
+    assert settings == {"shared_buffers": "512MB", "max_wal_size": "4GB", "checkpoint_timeout": "15min",
+                        "checkpoint_completion_target": "0.9", "wal_compression": "on"}
