@@ -14,7 +14,7 @@ broadcasts; admins write sender identities and backends.
 import django_filters
 from django.db import transaction
 from django.db.models import F
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -165,14 +165,19 @@ class BroadcastViewSet(viewsets.ModelViewSet):
         """Stop for good; messages not yet sent are cancelled."""
         return self._act(service.cancel, "It had already finished or was cancelled.")
 
-    @extend_schema(responses=StatisticsSerializer)
+    @extend_schema(responses=StatisticsSerializer, parameters=[OpenApiParameter(
+        "fresh", bool, description="Count the recipients again now rather than use a count up to a minute old.")])
     @action(detail=True, methods=["get"])
     def statistics(self, request, pk=None):
-        """Progress and outcome counters (kept by the pipeline; nothing is counted per request)."""
+        """Progress and outcome counters (kept by the pipeline). For a draft or scheduled broadcast,
+        `recipients_now` is counted at most once a minute per audience (the dashboard's count)."""
         broadcast = self.get_object()
         figures = service.progress(broadcast)
         figures["bounced"] = bounced_count(broadcast)
-        figures["recipients_now"] = service.recipients_count(broadcast) if broadcast.is_editable else None
+        figures["recipients_now"] = figures["recipients_counted_at"] = None
+        if broadcast.is_editable:
+            counted = service.counted_recipients(broadcast, fresh=request.query_params.get("fresh") in ("1", "true"))
+            figures["recipients_now"], figures["recipients_counted_at"] = counted["count"], counted["counted_at"]
         return Response(StatisticsSerializer(figures).data)
 
 

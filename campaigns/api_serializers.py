@@ -97,6 +97,8 @@ class StatisticsSerializer(serializers.Serializer):
     bounced = serializers.IntegerField(help_text="Failed messages whose address is now suppressed as a hard bounce.")
     recipients_now = serializers.IntegerField(
         allow_null=True, help_text="How many it would reach if sent now (drafts and scheduled only).")
+    recipients_counted_at = serializers.DateTimeField(
+        allow_null=True, help_text="When recipients_now was counted (kept a minute; ?fresh=1 counts again).")
 
 
 # --- Backends ----------------------------------------------------------------------------------

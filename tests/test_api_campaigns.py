@@ -8,7 +8,7 @@ from django.utils import timezone
 from campaigns.models import Backend, Broadcast, Layout, Message, SenderIdentity, Template
 from tests.api_fixtures import *  # noqa: F401,F403
 from tests.sending_factories import BODY, BroadcastFactory, SenderFactory, SMTPBackendFactory, audience
-from tests.factories import MailingListFactory
+from tests.factories import MailingListFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -265,3 +265,18 @@ def test_backend_writes_need_admin(editor_api, viewer_api):
     assert editor_api.post(f"/api/v1/backends/{backend.pk}/test/").status_code == 403
     backend.refresh_from_db()
     assert backend.priority == 10
+
+
+def test_broadcast_statistics_count_recipients_once_a_minute_unless_asked_fresh(editor_api):
+    news = MailingListFactory()
+    SubscriptionFactory(mailing_list=news)
+    draft = BroadcastFactory(lists=[news])
+
+    first = editor_api.get(f"/api/v1/broadcasts/{draft.pk}/statistics/").json()
+    SubscriptionFactory(mailing_list=news)
+    cached = editor_api.get(f"/api/v1/broadcasts/{draft.pk}/statistics/").json()
+    fresh = editor_api.get(f"/api/v1/broadcasts/{draft.pk}/statistics/", {"fresh": "1"}).json()
+
+    assert (first["recipients_now"], cached["recipients_now"], fresh["recipients_now"]) == (1, 1, 2)
+    assert cached["recipients_counted_at"] == first["recipients_counted_at"]
+    assert fresh["recipients_counted_at"] >= first["recipients_counted_at"]
