@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 @dataclass
 class Received:
@@ -58,3 +60,11 @@ class HookReceiver:
         if self.thread.is_alive():
             self.server.shutdown()
             self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    """A HookReceiver on a free loopback port for one test (import it: `from tests.hook_receiver import receiver`)."""
+    server = HookReceiver().start()
+    yield server
+    server.stop()

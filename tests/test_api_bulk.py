@@ -12,7 +12,7 @@ from lists import bulk, events, importing
 from lists.models import ImportJob, Subscriber, Subscription
 from tests.api_fixtures import *  # noqa: F401,F403
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory
-from tests.hook_receiver import HookReceiver
+from tests.hook_receiver import receiver  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -22,13 +22,6 @@ TYPED = {
     "address": {"city": "Berlin", "zip": "10115", "geo": {"lat": 52.52, "lng": 13.405}},
     "interests": ["cycling", 3, False, None, {"since": 2019}], "big": 12345678901234567890,
 }
-
-
-@pytest.fixture
-def receiver():
-    server = HookReceiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["copy", "portable"])

@@ -20,15 +20,8 @@ from lists import services
 from lists.models import Subscription
 from tests.api_fixtures import *  # noqa: F401,F403
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory
-from tests.hook_receiver import HookReceiver
+from tests.hook_receiver import receiver  # noqa: F401 (a fixture)
 from tests.sending_factories import BroadcastFactory, audience, backend_for
-
-
-@pytest.fixture
-def receiver():
-    server = HookReceiver().start()
-    yield server
-    server.stop()
 
 
 def _hook(receiver, event, owner, path="/hook"):

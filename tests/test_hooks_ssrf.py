@@ -11,14 +11,7 @@ import pytest
 
 from campaigns import hooks_client
 from campaigns.hooks_client import UnsafeTarget, check_target, check_url, post
-from tests.hook_receiver import HookReceiver
-
-
-@pytest.fixture
-def receiver():
-    server = HookReceiver().start()
-    yield server
-    server.stop()
+from tests.hook_receiver import HookReceiver, receiver  # noqa: F401 (receiver: a fixture)
 
 
 @pytest.fixture

@@ -11,16 +11,9 @@ from campaigns.models import HookDelivery
 from lists import events, importing, importing_orm, importing_pg
 from lists.models import ImportJob, Subscriber, Subscription, Suppression
 from tests.factories import MailingListFactory, SubscriberFactory, SubscriptionFactory
-from tests.hook_receiver import HookReceiver
+from tests.hook_receiver import receiver  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def receiver():
-    server = HookReceiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["copy", "portable"])
