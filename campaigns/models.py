@@ -654,14 +654,24 @@ class Message(models.Model):
     broadcast = models.ForeignKey(
         Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages", db_index=False
     )
+    # The step and the subscriber are checked by triggers instead of foreign-key constraints
+    # (Postgres; migration 0013): a constraint checks each inserted row on its own, two thirds
+    # of the cost of inserting a step message (32 µs a row; 13 µs without the two checks),
+    # while the trigger checks a whole INSERT once, set-based, and takes the same FOR KEY
+    # SHARE locks, so a step or subscriber cannot be deleted under an open insert. When one is
+    # deleted, a trigger sets its messages' link to NULL (a step's unsent ones are cancelled):
+    # the ORM's SET NULL runs before the DELETE and cannot see rows a concurrent insert commits.
     # A sequence step's mail: the step and which entry of the subscriber into the sequence
     # (re-entry and yearly rounds send a step again, once per entry).
     step = models.ForeignKey(
-        Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages", db_index=False
+        Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages", db_index=False,
+        db_constraint=False,
     )  # indexed by message_step_status, which also serves the SET NULL when a step is deleted
     entry = models.PositiveIntegerField(default=0, db_default=0)
-    # SET NULL (also in the database, see migration 0002): statistics outlive an erased subscriber.
-    subscriber = models.ForeignKey(Subscriber, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    # SET NULL (also in the database, see above): statistics outlive an erased subscriber.
+    subscriber = models.ForeignKey(
+        Subscriber, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages", db_constraint=False
+    )
     email = models.EmailField(max_length=254, help_text="The address at fan-out time.")
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
