@@ -100,16 +100,30 @@ class Plan:
     def __init__(self, sequence, now):
         self.sequence = sequence
         self.now = now
-        self.steps = [s for s in sequence.steps.order_by("position", "pk") if s.is_active]
+        self.list_zone = sequence.mailing_list.time_zone
+        self.floor = EPOCH  # where the next claim starts (see claim)
+        self.ceiling = None  # where a part of a parallel pass ends (see run_sequence)
+        self._load()
+
+    def _load(self):
+        self.steps = [s for s in self.sequence.steps.order_by("position", "pk") if s.is_active]
         self.timings = {s.pk: s.timing_rule() for s in self.steps}
         self.needs_attributes = any(t.needs_attributes for t in self.timings.values())
         self.repeats_yearly = any(t.kind == scheduling.ON_DATE and t.yearly for t in self.timings.values())
-        self.list_zone = sequence.mailing_list.time_zone
         self._times = {}
         self._next = {}
         self._after = {}
-        self.floor = EPOCH  # where the next claim starts (see claim)
-        self.ceiling = None  # where a part of a parallel pass ends (see run_sequence)
+
+    def hold_steps(self):
+        """Lock the sequence's steps for the batch's transaction (FOR KEY SHARE), so none is
+        deleted while the batch may write its messages: the delete waits for the commit, and
+        its trigger then finds them (migration 0013). A step deleted since the plan was made:
+        the plan is made again, and whoever waited for that step is planned again."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM campaigns_step WHERE sequence_id = %s FOR KEY SHARE", [self.sequence.pk])
+            live = {row[0] for row in cursor.fetchall()}
+        if any(step.pk not in live for step in self.steps):
+            self._load()
 
     def after(self, position):
         found = self._after.get(position)
@@ -419,6 +433,7 @@ def run_batch(plan, limit):
                 # The claim's cost estimate passes jit_above_cost, and compiling it cost more
                 # than running it: a batch's statements are index probes, not analytics.
                 cursor.execute("SET LOCAL jit TO OFF")
+            plan.hold_steps()
         claimed = claim(plan, limit)
         decisions = Decisions(plan)
         for row in claimed:

@@ -137,6 +137,9 @@ def set_step_active(step, is_active):
 def delete_step(step):
     """Delete a step; its mail not yet sent is cancelled, what was sent stays in the ledger."""
     with transaction.atomic():
+        # First the step's lock: a scheduler batch writing its messages holds it (FOR KEY SHARE)
+        # until it commits, so the cancel below sees them; later batches find the step gone.
+        list(Step.objects.select_for_update().filter(pk=step.pk).values_list("pk"))
         cancel_pending(Message.objects.filter(step=step))
         _replan(step.sequence, next_step=step)
         step.delete()
@@ -192,6 +195,7 @@ def _continue_finished(sequence, step):
 def delete_sequence(sequence):
     """Delete a sequence with its steps and enrollments; its unsent mail is cancelled first."""
     with transaction.atomic():
+        list(Step.objects.select_for_update().filter(sequence=sequence).values_list("pk"))  # see delete_step
         cancel_pending(Message.objects.filter(step__sequence=sequence))
         sequence.delete()
 
