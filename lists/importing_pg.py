@@ -14,11 +14,12 @@ give the same results (tests/test_importing.py runs both on one file).
 
 import csv
 import io
+from contextlib import contextmanager
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from . import hygiene_import, importing_events
-from .models import ErasedAddress, ImportJob, Subscriber, Subscription, Suppression
+from .models import ErasedAddress, ImportJob, MailingList, Subscriber, Subscription, Suppression
 from .services import erased_digest
 
 CHUNK_ROWS = 50_000  # one COPY per chunk; between chunks the job's progress is saved
@@ -36,6 +37,7 @@ M = Subscription._meta.db_table
 SUPPRESSION = Suppression._meta.db_table
 ERASED = ErasedAddress._meta.db_table
 TAGS = Subscriber.tags.through._meta.db_table
+LISTS = MailingList._meta.db_table
 
 
 class CopySource:
@@ -209,12 +211,48 @@ def _insert_new(cursor, job, details):
         " RETURNING id) INSERT INTO import_new SELECT id FROM new",
         [Subscriber.ACTIVE, *values],
     )
-    cursor.execute(*_subscription_sql(job, details, "import_new"))
-    created = cursor.rowcount
+    with _checked_by_construction(cursor, job):
+        cursor.execute(*_subscription_sql(job, details, "import_new"))
+        created = cursor.rowcount
     if details.tag_ids:
         cursor.execute(f"INSERT INTO {TAGS} (subscriber_id, tag_id) SELECT subscriber_id, t.id FROM import_new"
                        " CROSS JOIN unnest(%s::bigint[]) AS t(id)", [list(details.tag_ids)])
     return created
+
+
+def may_skip_foreign_key_checks(cursor):
+    """Whether this connection's role may set session_replication_role (a superuser, or on Postgres 15+
+    a role granted SET on it); other roles keep the per-row checks."""
+    cursor.execute("SELECT current_setting('is_superuser') = 'on'")
+    if cursor.fetchone()[0]:
+        return True
+    if connection.pg_version < 150000:
+        return False
+    cursor.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    return cursor.fetchone()[0]
+
+
+@contextmanager
+def _checked_by_construction(cursor, job):
+    """The new subscribers' subscriptions, inserted without the per-row foreign key checks when the role
+    may (session_replication_role = replica for this one statement), because both keys hold by
+    construction: every subscriber id comes from import_new, the RETURNING of this transaction's own
+    INSERT (rows no other transaction can see, so none can delete them before we commit), and the list
+    row is locked FOR KEY SHARE here, the lock the check itself would take, so a concurrent delete of
+    the list waits for this commit and then fails its own check. The checks cost a quarter of the
+    merge's Postgres CPU (2.3 s per 188,644 rows, at commit): each one locks its subscriber row.
+
+    The tags and the known subscribers' subscriptions keep their checks (a tag or a known subscriber
+    may be deleted meanwhile)."""
+    cursor.execute(f"SELECT 1 FROM {LISTS} WHERE id = %s FOR KEY SHARE", [job.mailing_list_id])
+    if cursor.fetchone() is None:
+        raise IntegrityError(f"The list {job.mailing_list_id} no longer exists.")
+    if not may_skip_foreign_key_checks(cursor):
+        yield
+        return
+    cursor.execute("SET LOCAL session_replication_role = replica")
+    yield  # an error rolls back the savepoint, and the setting with it
+    cursor.execute("SET LOCAL session_replication_role = origin")
 
 
 def _update_subscribers(cursor):

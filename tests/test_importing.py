@@ -521,3 +521,76 @@ def test_a_signup_racing_the_import_is_matched_on_the_next_attempt(write_csv, mo
 
     assert (len(attempts), counts(job)) == (2, {"rows": 2, "created": 2, "updated": 0, "skipped": 0, "invalid": 0})
     assert member("race@example.org", newsletter).subscriber.name == "Signed up"  # add leaves known people alone
+
+
+# --- The new subscribers' subscriptions skip the per-row foreign key checks (lists.importing_pg) ------------
+
+
+def _replication_role():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        return cursor.fetchone()[0]
+
+
+def test_the_import_restores_the_foreign_key_checks_after_its_insert(write_csv, newsletter):
+    from django.db import IntegrityError, connection, transaction
+
+    from lists import importing_pg
+
+    with connection.cursor() as cursor:
+        assert importing_pg.may_skip_foreign_key_checks(cursor)  # the tests run as a superuser
+    job = import_file(write_csv("email\nada@example.org\ngrace@example.org\n"), newsletter, "copy", confirmed=True)
+    assert job.created == 2 and _replication_role() == "origin"
+    assert {m.subscriber.email for m in Subscription.objects.filter(mailing_list=newsletter)} == {
+        "ada@example.org", "grace@example.org"}
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:  # still checked
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("UPDATE lists_subscription SET mailing_list_id = -1 WHERE mailing_list_id = %s", [newsletter.pk])
+
+
+def test_without_the_privilege_the_import_keeps_the_checks(write_csv, newsletter, monkeypatch):
+    from lists import importing_pg
+
+    monkeypatch.setattr(importing_pg, "may_skip_foreign_key_checks", lambda cursor: False)
+    roles = []
+    known = importing_pg._subscribe_known
+
+    def note_role(cursor, job, details):
+        roles.append(_replication_role())
+        return known(cursor, job, details)
+
+    monkeypatch.setattr(importing_pg, "_subscribe_known", note_role)
+    job = import_file(write_csv("email\nada@example.org\n"), newsletter, "copy", confirmed=True)
+    assert (job.created, roles) == (1, ["origin"])
+    assert member("ada@example.org", newsletter).status == Subscription.CONFIRMED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_list_cannot_be_deleted_while_the_import_writes_to_it(write_csv, monkeypatch):
+    """The lock that stands in for the skipped checks: a concurrent delete of the list waits for the import."""
+    from django.db import OperationalError, connections
+
+    from lists import importing_events
+
+    newsletter = MailingListFactory()
+    announce = importing_events.announce_merge
+    attempts = []
+
+    def try_to_delete_the_list(job, details):  # in the merge's transaction, after the inserts
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '200ms'")
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    cursor.execute("DELETE FROM lists_mailinglist WHERE id = %s", [newsletter.pk])
+                attempts.append(1)
+        finally:
+            other.close()
+        return announce(job, details)
+
+    monkeypatch.setattr(importing_events, "announce_merge", try_to_delete_the_list)
+    job = import_file(write_csv("email\nada@example.org\ngrace@example.org\n"), newsletter, "copy", confirmed=True)
+    assert (attempts, job.status, job.created) == ([1], ImportJob.DONE, 2)
+    assert Subscription.objects.filter(mailing_list=newsletter).count() == 2
