@@ -9,10 +9,14 @@ nothing loops over subscribers in Python. The invariants:
 - a row is claimed by exactly one batch (`FOR UPDATE SKIP LOCKED` plus a lease
   token), and only the lease holder may record its outcome;
 - a batch sends its rows one at a time in id order and records each outcome
-  before the next send, so when a worker dies, at most ONE of its leased rows
-  (the lowest id still `sending`) may have reached the server: the reaper marks
-  that one `unknown` and puts the others back in the queue. Nothing is sent
-  twice because a task ran twice or a worker died.
+  before the next send — in its lease's journal in Redis (campaigns.journal),
+  written to Postgres in sets, or in Postgres directly when Redis is away — so
+  when a worker dies, at most ONE of its leased rows (the lowest id still
+  `sending` once the journal is applied) may have reached the server without a
+  recorded outcome: the reaper marks that one `unknown` and puts the others
+  back in the queue. Nothing is sent twice because a task ran twice or a worker
+  died (when the journal of a dead lease was lost as well, all its rows still
+  `sending` become `unknown`).
 
 Leases and timestamps use the workers' clocks (Django's timezone.now()); the
 machines of one installation are expected to keep time with NTP, and leases
@@ -35,7 +39,7 @@ from django.utils import timezone
 
 from lists.models import Subscriber, Subscription, Suppression
 
-from . import costs
+from . import costs, journal
 from .models import Broadcast, Message
 
 log = logging.getLogger(__name__)
@@ -250,17 +254,18 @@ def _skip_unmailable(broadcast, ids, now):
     return [pk for pk, _ in skipped]
 
 
-# --- Record, one message at a time ------------------------------------------------------
+# --- Record: one message at a time, or a journal's outcomes in one statement ---------------
 
-# One statement, one round trip per outcome, committed on its own (autocommit).
-# While a batch runs, its connection has synchronous_commit off (see
-# asynchronous_commit below): the commit returns before the WAL reaches the disk.
-# A worker crash loses nothing (Postgres has the write); only a crash of Postgres
-# itself (or of its machine) can lose the last fraction of a second of status
-# writes (up to 3 × wal_writer_delay, 600 ms by default). Such a message is still
-# `sending` after the restart and the reaper marks it `unknown`: it is never sent
-# twice, and the window is one message per worker in flight plus the outcomes
-# written in that last fraction of a second.
+# Without Redis (no journal): one statement, one round trip per outcome, committed on
+# its own (autocommit). While such a batch runs, its connection has synchronous_commit
+# off (see asynchronous_commit below): the commit returns before the WAL reaches the
+# disk. A worker crash loses nothing (Postgres has the write); a crash of Postgres
+# itself (or of its machine) can lose the last fraction of a second of status writes
+# (up to 3 × wal_writer_delay, 600 ms by default): those rows are still `sending`
+# after the restart, and the reaper marks the lowest of each lease `unknown` and
+# queues the others again, so a message accepted in that fraction of a second may go
+# twice. A journaled batch commits its flushes synchronously and keeps its journal
+# until the last one: a Postgres crash loses none of its outcomes.
 _RECORD_SQL = (
     "UPDATE campaigns_message SET status = %s, attempts = attempts + 1, next_attempt_at = %s,"
     " first_attempt_at = COALESCE(first_attempt_at, %s), sent_at = %s, backend_id = %s, message_id = %s,"
@@ -332,11 +337,57 @@ def reconnecting(fn):
 @reconnecting
 def record(row, token, *, status, response, backend_id, message_id, provider_id="", next_attempt_at=None):
     """Record one message's outcome at once; False if our lease on it was lost."""
-    now = timezone.now()
+    outcome = journal.Outcome(row["pk"], status, timezone.now(), next_attempt_at, backend_id, message_id,
+                              provider_id, response)
+    recorded = _record_one(outcome, token)
+    if recorded and status == Message.SENT:
+        _announce_sent(row, message_id, outcome.at)
+    return recorded
+
+
+# A batch's outcomes in one statement (campaigns.journal): every FLUSH_EVERY messages
+# instead of one transaction per message. Only rows still `sending` under the lease are
+# touched, so writing the same outcomes twice (a flush, then the reaper reading the
+# journal of a worker that died before deleting it) changes nothing the second time.
+_RECORD_MANY_SQL = """
+UPDATE campaigns_message m SET status = o.status, attempts = m.attempts + 1,
+    next_attempt_at = COALESCE(o.next_at, o.at), first_attempt_at = COALESCE(m.first_attempt_at, o.at),
+    sent_at = CASE WHEN o.status = 'sent' THEN o.at END, backend_id = o.backend_id, message_id = o.message_id,
+    provider_id = o.provider_id, last_response = o.response, leased_by = '', lease_until = NULL, updated_at = o.at
+FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::varchar[],
+            %s::varchar[], %s::text[]) AS o(id, status, at, next_at, backend_id, message_id, provider_id, response)
+WHERE m.id = o.id AND m.leased_by = %s AND m.status = 'sending'
+RETURNING m.id, m.status
+"""
+
+
+@reconnecting
+def record_many(outcomes, token):
+    """Record outcomes (campaigns.journal.Outcome) of our lease; returns {pk: status} of those
+    recorded (the others were no longer ours: the lease was lost)."""
+    if len(outcomes) == 1 or connection.vendor != "postgresql":
+        recorded = {}
+        for o in outcomes:
+            if _record_one(o, token):
+                recorded[o.pk] = o.status
+        _announce_all(outcomes, recorded)
+        return recorded
+    columns = list(zip(*(
+        (o.pk, o.status, o.at, o.next_attempt_at, o.backend_id, o.message_id, o.provider_id, o.response[:1000])
+        for o in outcomes
+    )))
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_MANY_SQL, [list(c) for c in columns] + [token])
+        recorded = dict(cursor.fetchall())
+    _announce_all(outcomes, recorded)
+    return recorded
+
+
+def _record_one(o, token):
     adapt = connection.ops.adapt_datetimefield_value
     params = [
-        status, adapt(next_attempt_at or now), adapt(now), adapt(now if status == Message.SENT else None),
-        backend_id, message_id, provider_id, response[:1000], adapt(now), row["pk"], token,
+        o.status, adapt(o.next_attempt_at or o.at), adapt(o.at), adapt(o.at if o.status == Message.SENT else None),
+        o.backend_id, o.message_id, o.provider_id, o.response[:1000], adapt(o.at), o.pk, token,
     ]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -344,10 +395,29 @@ def record(row, token, *, status, response, backend_id, message_id, provider_id=
             cursor.execute(_RECORD_EXECUTE, params)
         else:
             cursor.execute(_RECORD_SQL, params)
-        recorded = cursor.rowcount == 1
-    if recorded and status == Message.SENT:
-        _announce_sent(row, message_id, now)
-    return recorded
+        return cursor.rowcount == 1
+
+
+def _announce_all(outcomes, recorded):
+    """message.sent for the recorded `sent` outcomes, when a hook listens (one query for all)."""
+    sent = {o.pk: o for o in outcomes if recorded.get(o.pk) == Message.SENT}
+    if not sent:
+        return
+    from . import hooks
+
+    if not hooks.wanted("message.sent"):
+        return
+    for row in Message.objects.filter(pk__in=list(sent)).values("pk", "email", "subscriber_id", "broadcast_id", "step_id"):
+        o = sent[row["pk"]]
+        hooks.emit("message.sent", _sent_payload(row, o.message_id, o.at, broadcast_id=row["broadcast_id"],
+                                                  step_id=row["step_id"]))
+
+
+def _sent_payload(row, message_id, now, **scope):
+    return {
+        "message": {"id": row["pk"], "email": row["email"], "message_id": message_id, **scope},
+        "subscriber": {"id": row["subscriber_id"], "email": row["email"]}, "sent_at": now.isoformat(),
+    }
 
 
 def _announce_sent(row, message_id, now):
@@ -358,10 +428,7 @@ def _announce_sent(row, message_id, now):
     if not hooks.wanted("message.sent"):
         return
     scope = Message.objects.filter(pk=row["pk"]).values("broadcast_id", "step_id").first() or {}
-    hooks.emit("message.sent", {
-        "message": {"id": row["pk"], "email": row["email"], "message_id": message_id, **scope},
-        "subscriber": {"id": row["subscriber_id"], "email": row["email"]}, "sent_at": now.isoformat(),
-    })
+    hooks.emit("message.sent", _sent_payload(row, message_id, now, **scope))
 
 
 @reconnecting
@@ -407,38 +474,86 @@ def add_counts(broadcast_id, counts):
 # --- Reaper --------------------------------------------------------------------------------
 
 
+UNKNOWN_TEXT = "Unknown: the worker stopped while sending this message; it may or may not have been delivered."
+LOST_JOURNAL_TEXT = ("Unknown: the worker stopped while sending, and its journal of outcomes was lost (Redis "
+                     "restarted empty); it may or may not have been delivered.")
+
+
 def reap(*, now=None, limit=10_000):
-    """Expired leases: the lowest row of each lease becomes `unknown` (it may have been
-    sent when its worker died), the others go back to the queue. Returns
-    (unknown, requeued)."""
+    """Expired leases: outcomes in a lease's journal (campaigns.journal) are recorded; then the
+    lowest row of each lease still `sending` becomes `unknown` (it may have been sent when its
+    worker died), the others go back to the queue. A lease whose journal was lost has every
+    row still `sending` marked `unknown`. Returns (unknown, requeued)."""
     now = now or timezone.now()
     with transaction.atomic():
         expired = list(
             Message.objects.filter(status=Message.SENDING, lease_until__lt=now)
-            .select_for_update(skip_locked=True).values_list("pk", "leased_by", "broadcast_id")[:limit]
+            .select_for_update(skip_locked=True).values_list("pk", "leased_by", "broadcast_id", "lease_until")[:limit]
         )
         if not expired:
             return 0, 0
-        first = {}
-        for pk, token, _ in expired:
-            first[token] = min(pk, first.get(token, pk))
-        unknown = set(first.values())
-        text = "Unknown: the worker stopped while sending this message; it may or may not have been delivered."
-        Message.objects.filter(pk__in=unknown).update(
+        journals = _read_journals(expired, now)
+        applied = _apply_journals(expired, journals)
+        by_token = defaultdict(list)
+        for pk, token, _, _ in expired:
+            waits = journal.is_journaled(token) and token not in journals  # Redis down: a later pass
+            if pk not in applied and not waits:
+                by_token[token].append(pk)
+        unknown, lost = set(), set()
+        for token, pks in by_token.items():
+            if journal.is_journaled(token) and journals[token] is None:
+                lost.update(pks)
+            else:
+                unknown.add(min(pks))
+        _mark_unknown(unknown, UNKNOWN_TEXT, now)
+        _mark_unknown(lost, LOST_JOURNAL_TEXT, now)
+        back = Case(When(attempts=0, then=Value(Message.QUEUED)), default=Value(Message.RETRY))
+        rest = [pk for pks in by_token.values() for pk in pks if pk not in unknown and pk not in lost]
+        requeued = Message.objects.filter(pk__in=rest).update(
+            status=back, next_attempt_at=now, leased_by="", lease_until=None, updated_at=now
+        )
+        broadcast_of = {pk: b for pk, _, b, _ in expired if b}
+        per_broadcast = defaultdict(Counter)
+        for pk, status in [*applied.items(), *((pk, Message.UNKNOWN) for pk in unknown | lost)]:
+            if pk in broadcast_of:
+                per_broadcast[broadcast_of[pk]][status] += 1
+        for broadcast_id, counts in per_broadcast.items():
+            add_counts(broadcast_id, counts)
+        cancel_pending_of_cancelled()
+    journal.forget([t for t in journals if journals[t] is not None])
+    if unknown or lost or applied:
+        log.warning("Reaper: %d outcome(s) taken from journals, %d message(s) marked unknown, %d put back in the "
+                    "queue.", len(applied), len(unknown) + len(lost), requeued)
+    return len(unknown) + len(lost), requeued
+
+
+def _read_journals(expired, now):
+    """{token: outcomes or None (lost)} of the journaled leases among `expired`. When Redis
+    cannot be reached their rows wait for a later pass, up to journal.LOST_AFTER past the lease."""
+    tokens = {token for _, token, _, _ in expired if journal.is_journaled(token)}
+    try:
+        return journal.read(tokens)
+    except journal.Unavailable as exc:
+        overdue = {token for _, token, _, until in expired if token in tokens and until < now - journal.LOST_AFTER}
+        log.warning("%s; %d lease(s) wait for it.", exc, len(tokens - overdue))
+        return dict.fromkeys(overdue)
+
+
+def _apply_journals(expired, journals):
+    """{pk: status} recorded from the journals."""
+    applied = {}
+    for token, outcomes in journals.items():
+        if outcomes:
+            applied.update(record_many(outcomes, token))
+    return applied
+
+
+def _mark_unknown(pks, text, now):
+    if pks:
+        Message.objects.filter(pk__in=pks).update(
             status=Message.UNKNOWN, attempts=F("attempts") + 1, last_response=text, leased_by="", lease_until=None,
             updated_at=now,
         )
-        back = Case(When(attempts=0, then=Value(Message.QUEUED)), default=Value(Message.RETRY))
-        requeued = Message.objects.filter(pk__in=[pk for pk, _, _ in expired if pk not in unknown]).update(
-            status=back, next_attempt_at=now, leased_by="", lease_until=None, updated_at=now
-        )
-        per_broadcast = Counter(b for pk, _, b in expired if pk in unknown and b)
-        for broadcast_id, n in per_broadcast.items():
-            add_counts(broadcast_id, {Message.UNKNOWN: n})
-        cancel_pending_of_cancelled()
-    if unknown:
-        log.warning("Reaper: %d message(s) marked unknown, %d put back in the queue.", len(unknown), requeued)
-    return len(unknown), requeued
 
 
 def cancel_pending_of_cancelled():

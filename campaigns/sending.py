@@ -10,6 +10,7 @@ rings one bell per free slot. Nothing waits in Celery for longer than a few
 seconds: a message due in an hour is a ledger row with `next_attempt_at`.
 """
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import backends, brakes, ledger, ratelimit, stats, throttle, warmup
+from . import backends, brakes, journal, ledger, ratelimit, stats, throttle, warmup
 from . import composing
 from .composing import Job, NotSendable
 from .models import Backend, Broadcast, Event, Message
@@ -114,6 +115,7 @@ class Batch:
         self.in_flight = None  # a row whose body was submitted and whose outcome is not recorded yet
         self.skipped = set()  # rows found unmailable after the claim (unsubscribed meanwhile)
         self.counts = Counter()
+        self.journal = journal.Journal(token, counts=self.counts)  # outcomes: Redis at once, Postgres in sets
         self.policy_streak = []
         self.network_streak = 0
         self.stop = False
@@ -129,7 +131,7 @@ class Batch:
         if self._defer_throttled():
             return
         try:
-            with ledger.asynchronous_commit(), backends.transport_for(self.backend) as transport:
+            with self._commit_mode(), backends.transport_for(self.backend) as transport:
                 self.transport = transport
                 self._send_all()
         except backends.Unreachable as exc:
@@ -140,9 +142,15 @@ class Batch:
         if self.counts[Message.SENT]:
             backend_ok(self.backend)
 
+    def _commit_mode(self):
+        """A journaled batch writes its outcomes in sets, each committed synchronously (see
+        campaigns.journal); one writing each outcome on its own does so with asynchronous commit."""
+        return ledger.asynchronous_commit() if not self.journal.is_journaled else contextlib.nullcontext()
+
     def _settle(self):
         """Whatever happened, leave no row of ours behind: a submitted message whose outcome
-        was lost is `unknown` (never sent again), the others go back to the queue."""
+        was lost is `unknown` (never sent again), the others go back to the queue, and the
+        journal's outcomes are in Postgres before the journal goes."""
         self.warmup.give_back()
         if self.in_flight is not None:
             row, self.in_flight = self.in_flight, None
@@ -150,6 +158,8 @@ class Batch:
             self._record(row, Message.UNKNOWN, "Unknown: the outcome was lost (the worker failed mid-send); "
                          "it may or may not have been delivered.", message_id=composing.message_id_for(row["pk"]))
         self._hand_back(delay=0 if not self.stop else 15)
+        if not self.journal.close():
+            self._lease_lost()
 
     def _send_all(self):
         """Each message: submit it (chaining the next one's envelope), render the next one
@@ -192,6 +202,8 @@ class Batch:
         return len(self.rows), None
 
     def _hand_back(self, *, delay, status=None):
+        if not self.journal.flush():  # first the outcomes: a row whose outcome waits in it is not handed back
+            self._lease_lost()
         rest = [row["pk"] for row in self.rows[self.position:] if row["pk"] not in self.skipped]
         released = ledger.release(rest, self.token, delay=delay, status=status)
         self.position = len(self.rows)
@@ -204,6 +216,9 @@ class Batch:
         now = time.monotonic()
         if now >= self.next_check:
             self.next_check = now + STATUS_CHECK_EVERY
+            if not self.journal.flush():  # a slow batch's outcomes reach Postgres within a second
+                self._lease_lost()
+                return False
             if not self._still_sending():
                 return False
             self._recheck_rest()
@@ -325,6 +340,8 @@ class Batch:
             "reputation with your provider, then resume."
         )
         self._pause(reason)
+        if not self.journal.flush():  # the refused messages' outcomes are in Postgres before they go back
+            self._lease_lost()
         # The refused messages were not the recipients' fault: they go again on resume.
         requeued = Message.objects.filter(pk__in=self.policy_streak, status=Message.FAILED).update(
             status=Message.QUEUED, next_attempt_at=timezone.now()
@@ -339,16 +356,17 @@ class Batch:
         pause(self.broadcast, reason=reason)
 
     def _record(self, row, status, response, message_id, provider_id="", next_attempt_at=None):
-        recorded = ledger.record(
-            row, self.token, status=status, response=response, backend_id=self.backend.pk,
-            message_id=message_id, provider_id=provider_id, next_attempt_at=next_attempt_at,
-        )
-        if recorded:
-            self.counts[status] += 1
-        else:  # the reaper took our rows (we were stalled past the lease): stop touching them
-            log.error("Lease %s was lost while sending; stopping this batch.", self.token)
-            self.position = len(self.rows)
-            self.stop = True
+        """Into the journal (campaigns.journal), which counts what reaches Postgres in self.counts."""
+        outcome = journal.Outcome(row["pk"], status, timezone.now(), next_attempt_at, self.backend.pk, message_id,
+                                  provider_id, response)
+        if not self.journal.add(outcome):
+            self._lease_lost()
+
+    def _lease_lost(self):
+        """The reaper took our rows (we were stalled past the lease): stop touching them."""
+        log.error("Lease %s was lost while sending; stopping this batch.", self.token)
+        self.position = len(self.rows)
+        self.stop = True
 
 
 def _feedback(row, kind, response, *, attempt=0):
@@ -386,10 +404,12 @@ def send_batch(broadcast_id, *, token=None):
 
         pause(broadcast, reason=str(exc))
         return BatchResult(stop=True)
-    token = token or ledger.new_lease_token()
+    token = token or journal.begin()
     rows, skipped = ledger.claim(
         broadcast, limit=batch_limit(backend), lease_seconds=knob("SEND_LEASE_SECONDS"), token=token
     )
+    if not rows:
+        journal.discard(token)
     result = BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
     try:
         if rows:

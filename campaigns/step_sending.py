@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from lists.models import MailingList
 
-from . import ledger, sending, stats
+from . import journal, ledger, sending, stats
 from .composing import Job, NotSendable
 from .models import Message, Sequence, Step
 
@@ -127,16 +127,18 @@ def send_batch(step_id, *, token=None):
     if backend is None:
         log.warning("Sequence %s waits: no sending backend is active and reachable.", sequence.pk)
         return sending.BatchResult(stop=True)
-    token = token or ledger.new_lease_token()
+    token = token or journal.begin()
     rows, skipped = claim(step, limit=sending.batch_limit(backend), lease_seconds=sending.knob("SEND_LEASE_SECONDS"),
                           token=token)
     result = sending.BatchResult(claimed=len(rows) + skipped, counts=Counter({Message.SKIPPED: skipped}))
     if not rows:
+        journal.discard(token)
         return result
     try:
         job = job_for(step)
     except NotSendable as exc:
         ledger.release([r["pk"] for r in rows], token)
+        journal.discard(token)
         from .sequences import pause
 
         pause(sequence, reason=f"Step {step.position} “{step.subject}”: {exc}")

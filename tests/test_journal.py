@@ -1,0 +1,245 @@
+"""The send journal (campaigns.journal): outcomes in Redis at once, in Postgres in sets, and
+what the reaper makes of a dead worker's journal. Real Postgres, Redis and SMTP."""
+
+from datetime import timedelta
+
+import pytest
+import redis
+from django.utils import timezone
+
+from campaigns import journal, ledger, ratelimit, sending
+from campaigns.models import Broadcast
+from tests.factories import MailingListFactory
+from tests.sending_factories import BroadcastFactory, audience, backend_for
+from tests.smtp import free_port
+
+pytestmark = pytest.mark.django_db
+
+LATER = timedelta(seconds=61)  # past the test leases of 60 s
+
+
+@pytest.fixture
+def started():
+    """A broadcast of `count` messages, sending, its ledger written."""
+
+    def start(count=5):
+        newsletter = MailingListFactory(name="Newsletter")
+        audience(newsletter, count)
+        broadcast = BroadcastFactory(lists=[newsletter])
+        Broadcast.objects.filter(pk=broadcast.pk).update(status=Broadcast.SENDING, started_at=timezone.now())
+        broadcast.refresh_from_db()
+        ledger.fan_out(broadcast, send_at=timezone.now())
+        return broadcast
+
+    return start
+
+
+@pytest.fixture
+def redis_down():
+    """Redis unreachable for this process (a client to a closed port) until the test ends."""
+    was = ratelimit._redis.get("client")
+    ratelimit._redis["client"] = redis.Redis(port=free_port(), socket_timeout=0.5, socket_connect_timeout=0.5)
+    yield
+    if was is None:
+        ratelimit._redis.pop("client", None)
+    else:
+        ratelimit._redis["client"] = was
+
+
+def sent(row, at=None):
+    return journal.Outcome(row["pk"], "sent", at or timezone.now(), None, None, f"<{row['pk']}@test>", "", "250 OK")
+
+
+def claimed(broadcast, token):
+    rows, _ = ledger.claim(broadcast, limit=10, lease_seconds=60, token=token)
+    return rows
+
+
+def statuses(broadcast):
+    return list(broadcast.messages.order_by("pk").values_list("status", flat=True))
+
+
+def journal_keys():
+    return ratelimit.redis_client().keys("ar:journal:*")
+
+
+def test_a_batch_journals_its_outcomes_and_leaves_no_journal_behind(smtp_server, started):
+    # given
+    backend_for(smtp_server)
+    broadcast = started(5)
+    # when
+    result = sending.send_batch(broadcast.pk)
+    # then: every outcome is in Postgres, counted once, and the journal is gone
+    assert result.counts["sent"] == 5 and len(smtp_server.messages) == 5
+    assert statuses(broadcast) == ["sent"] * 5
+    assert set(broadcast.messages.values_list("attempts", "leased_by")) == {(1, "")}
+    assert journal_keys() == []
+    broadcast.refresh_from_db()
+    assert broadcast.sent_count == 5
+
+
+def test_a_claim_of_nothing_leaves_no_journal_behind(smtp_server, started):
+    backend_for(smtp_server)
+    broadcast = started(2)
+    sending.send_batch(broadcast.pk)
+    assert sending.send_batch(broadcast.pk).claimed == 0
+    assert journal_keys() == []
+
+
+def test_outcomes_wait_in_the_journal_until_a_flush(started):
+    # given: a journaled lease of five rows
+    broadcast = started(5)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    # when: two outcomes are added
+    assert log.add(sent(rows[0])) and log.add(sent(rows[1]))
+    # then: they are in Redis, not yet in Postgres; a flush writes both in one go
+    assert token.startswith(journal.PREFIX)
+    assert len(ratelimit.redis_client().lrange(journal.key(token), 0, -1)) == 3  # the header and two outcomes
+    assert statuses(broadcast) == ["sending"] * 5
+    assert log.flush() is True
+    assert statuses(broadcast) == ["sent", "sent", "sending", "sending", "sending"]
+    assert log.counts == {"sent": 2}
+
+
+def test_a_dead_workers_journaled_outcomes_become_sent_and_only_the_in_flight_one_unknown(started):
+    # given: a worker journaled two accepted messages, was sending the third, and died before any flush
+    broadcast = started(5)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    log.add(sent(rows[0]))
+    log.add(sent(rows[1]))
+    # when: its lease expires and the reaper runs
+    unknown, requeued = ledger.reap(now=timezone.now() + LATER)
+    # then: the accepted two are sent (never sent again), the third is unknown, the last two go again
+    assert (unknown, requeued) == (1, 2)
+    assert statuses(broadcast) == ["sent", "sent", "unknown", "queued", "queued"]
+    first = broadcast.messages.order_by("pk").first()
+    assert (first.attempts, first.message_id, first.last_response, first.sent_at is not None) == (
+        1, f"<{rows[0]['pk']}@test>", "250 OK", True)
+    broadcast.refresh_from_db()
+    assert (broadcast.sent_count, broadcast.unknown_count) == (2, 1)
+
+
+def test_a_journal_flushed_just_before_the_crash_is_applied_once(started):
+    # given: the outcomes reached Postgres, the worker died before deleting its journal
+    broadcast = started(3)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    log.add(sent(rows[0]))
+    log.flush()
+    # when
+    unknown, requeued = ledger.reap(now=timezone.now() + LATER)
+    # then: the first is recorded once (one attempt), the second was in flight, the third goes again
+    assert (unknown, requeued) == (1, 1)
+    assert list(broadcast.messages.order_by("pk").values_list("status", "attempts")) == [
+        ("sent", 1), ("unknown", 1), ("queued", 0)]
+    broadcast.refresh_from_db()
+    assert broadcast.sent_count == 0  # a flush is counted by its batch, which died; the final recount has it
+
+
+def test_a_lost_journal_makes_every_row_of_the_lease_unknown_never_resent(started):
+    # given: a worker journaled an outcome, then Redis lost the journal and the worker died
+    broadcast = started(3)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    journal.Journal(token).add(sent(rows[0]))
+    ratelimit.redis_client().delete(journal.key(token))
+    # when
+    unknown, requeued = ledger.reap(now=timezone.now() + LATER)
+    # then: nobody knows which went out; none is sent again
+    assert (unknown, requeued) == (3, 0)
+    assert statuses(broadcast) == ["unknown"] * 3
+    assert broadcast.messages.first().last_response == ledger.LOST_JOURNAL_TEXT
+
+
+def test_the_reaper_waits_for_an_unreachable_journal_then_gives_up_after_an_hour(started, redis_down):
+    # given: a dead journaled lease, and Redis down
+    broadcast = started(2)
+    token = journal.PREFIX + "vm:1:dead"
+    claimed(broadcast, token)
+    # when / then: a minute later the reaper leaves the rows for a later pass
+    assert ledger.reap(now=timezone.now() + LATER) == (0, 0)
+    assert statuses(broadcast) == ["sending"] * 2
+    # and an hour past the lease they are unknown, not sent again
+    assert ledger.reap(now=timezone.now() + LATER + journal.LOST_AFTER) == (2, 0)
+    assert statuses(broadcast) == ["unknown"] * 2
+
+
+def test_without_redis_a_batch_writes_each_outcome_to_postgres(smtp_server, started, redis_down):
+    # given
+    backend_for(smtp_server)
+    broadcast = started(3)
+    # when
+    token = journal.begin()
+    result = sending.send_batch(broadcast.pk, token=token)
+    # then
+    assert not token.startswith(journal.PREFIX)
+    assert result.counts["sent"] == 3 and statuses(broadcast) == ["sent"] * 3
+
+
+def test_redis_failing_mid_batch_sends_the_pending_outcomes_to_postgres_at_once(started, redis_down, settings):
+    # given: a journaled lease with one outcome waiting (Redis was up when it was added)
+    broadcast = started(3)
+    live = redis.Redis.from_url(settings.REDIS_URL)
+    token = journal.PREFIX + "vm:2:live"
+    live.rpush(journal.key(token), journal.HEADER)
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    log.pending.append(sent(rows[0]))  # as add() leaves it
+    # when: the next add finds Redis gone
+    assert log.add(sent(rows[1])) is True
+    # then: both are in Postgres, and the batch goes on without the journal
+    assert statuses(broadcast) == ["sent", "sent", "sending"]
+    assert log.is_journaled is False
+    assert log.add(sent(rows[2])) is True
+    assert statuses(broadcast) == ["sent"] * 3
+    live.delete(journal.key(token))
+
+
+def test_a_journal_lost_by_redis_mid_batch_is_written_to_postgres_and_started_again(started):
+    # given: one outcome journaled, then Redis restarted empty
+    broadcast = started(3)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    log.add(sent(rows[0]))
+    ratelimit.redis_client().delete(journal.key(token))
+    # when
+    assert log.add(sent(rows[1])) is True
+    # then: both outcomes are in Postgres and the journal starts again with its header
+    assert statuses(broadcast) == ["sent", "sent", "sending"]
+    assert ratelimit.redis_client().lrange(journal.key(token), 0, -1) == [journal.HEADER]
+
+
+def test_a_lost_lease_stops_the_batch_at_its_next_flush(started):
+    # given: a worker stalled past its lease with an outcome in its journal, and the reaper ran
+    broadcast = started(3)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    log = journal.Journal(token)
+    log.add(sent(rows[0]))
+    ledger.reap(now=timezone.now() + LATER)
+    # when: the worker wakes up and flushes
+    recorded = log.add(sent(rows[1])) and log.flush()
+    # then: it learns the rows are not its own any more; the reaper's outcome stands
+    assert recorded is False
+    assert statuses(broadcast) == ["sent", "unknown", "queued"]
+
+
+def test_a_batch_whose_lease_was_taken_sends_nothing_more(smtp_server, started, settings):
+    # given: a batch stalled past its lease (the reaper took its rows) before its next message
+    backend_for(smtp_server)
+    broadcast = started(4)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    batch = sending.Batch(broadcast, sending.pick_backend(broadcast), rows, token)
+    ledger.reap(now=timezone.now() + LATER)
+    # when
+    batch.run(sending.Job.for_broadcast(broadcast))
+    # then
+    assert smtp_server.messages == []
+    assert statuses(broadcast) == ["unknown", "queued", "queued", "queued"]
