@@ -38,6 +38,7 @@ crash cannot undo it, and the journal is deleted only after the last one.
 
 import json
 import logging
+import os
 from collections import Counter, namedtuple
 from datetime import datetime, timedelta
 
@@ -77,6 +78,34 @@ def _errors():
     import redis
 
     return (redis.RedisError, OSError)
+
+
+_held = {}  # {pid: a connection of this process's own for the per-message RPUSH}
+
+
+def _rpush(name, value):
+    """RPUSH on a connection kept for this process (opened again after a fork or an error):
+    taking one from the pool and giving it back for every message, as the client does, was two
+    thirds of the command's CPU (37 → 13 µs in a loop; 115 µs → 40 µs a message in a batch).
+    A connection error is tried once more on a new connection; should the first try have been
+    applied, the list is longer than expected, which add() treats as a lost journal (its
+    outcomes go to Postgres at once): harmless."""
+    import redis
+
+    pid = os.getpid()
+    for attempt in (1, 2):
+        conn = _held.get(pid)
+        if conn is None:
+            _held.clear()
+            conn = _held[pid] = _client().connection_pool.make_connection()
+        try:
+            conn.send_command("RPUSH", name, value)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            _held.clear()
+            if attempt == 2:
+                raise
 
 
 def begin():
@@ -166,7 +195,7 @@ class Journal:
             return self._write([outcome])
         self.pending.append(outcome)
         try:
-            length = _client().rpush(key(self.token), encode(outcome))
+            length = _rpush(key(self.token), encode(outcome))
         except _errors() as exc:
             log.warning("Redis failed while journaling (%s); this batch writes its outcomes to Postgres.", exc)
             self.is_journaled = False

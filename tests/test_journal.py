@@ -39,7 +39,9 @@ def redis_down():
     """Redis unreachable for this process (a client to a closed port) until the test ends."""
     was = ratelimit._redis.get("client")
     ratelimit._redis["client"] = redis.Redis(port=free_port(), socket_timeout=0.5, socket_connect_timeout=0.5)
+    journal._held.clear()  # the connection kept for journal writes goes too
     yield
+    journal._held.clear()
     if was is None:
         ratelimit._redis.pop("client", None)
     else:
