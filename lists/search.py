@@ -3,40 +3,52 @@ Subscriber search, shared by the dashboard, the REST API and exports.
 
 A query is split into terms (quotes keep words together: `"ada lovelace"`).
 A term `key:value` matches subscribers whose attribute `key` equals `value`
-(JSONB containment, served by the jsonb_path_ops GIN index); any other term
-matches a substring of the email address or the name (ILIKE, served by the
-trigram GIN indexes). All terms must match.
+(JSONB containment, served by the jsonb_path_ops GIN index). Any other term
+matches words of the email address or the name, from their start: the words
+are the runs of letters and digits ("ada.lovelace+news@gmail.com" has ada,
+lovelace, news, gmail, com), so "gmail", "lov", "Lovelace", "news" and
+"ada.lovelace@gmail.com" find that address, and "ovelace" does not. A term of
+several words ("ada.lovelace", "@gmail.com", a full address) also needs them
+side by side as typed (ILIKE on email or name); a term without any letter or
+digit ("@", "+") is a plain substring match. All terms must match. The words
+are indexed by migration 0008 (one GIN index over about 5 words a row; the two
+trigram indexes it replaced cost 2.5 times as much CPU per imported row).
 
-Measured with EXPLAIN ANALYZE on the data of bench/import.py (942,572
-subscribers on one list, Postgres 15, 2 busy shared cores), LIMIT 50 newest
-first (ORDER BY created_at DESC, id DESC):
+How a word is found depends on how common it is, read from the word index's
+statistics (pg_stats after ANALYZE; the import runs it): a word on more than
+1 % of subscribers is filtered while walking the created_at index newest first
+(50 matches come soon); a rarer one, or any word before the first ANALYZE, is
+looked up in the word index first (`id = ANY(ARRAY(subquery))`, so it stays
+first whatever order or filters a caller adds). Postgres cannot make that
+choice itself here: it estimates every prefix at 2 % until the statistics
+hold 100 common words.
 
-  ""                          0.1 ms  Index Scan Backward on created_at + Incremental Sort
-  "gmail", "lovelace"         0.6 / 1.1 ms  the same walk, filtered: matches are frequent
-  "ada lovelace"             10 ms    the same walk (6,152 matches)
-  "plan:pro"                  0.1 ms  the same walk, attributes @> filter
-  "country:DE plan:business"  0.3 ms
-  a full address             24 ms    Bitmap Heap Scan on the email and name trigram
-                                      indexes (BitmapOr), then a sort of the one row
-  "zzqzz" (no match)          0.3 ms  the same bitmap scan, nothing to sort
-  list + status confirmed     0.3 ms  the walk, nested loop on subscription_unique
-  "knuth" + list + status     1.7 ms
+Measured on the data of bench/import.py (188,644 subscribers on one list,
+Postgres 15, 2 shared cores at load 4), LIMIT 50 newest first
+(ORDER BY created_at DESC, id DESC), median of 3:
 
-The slow case: words that are each frequent but rare together ("grace hopper"
-in the benchmark's data, where no Grace is a Hopper). Postgres multiplies the
-words' selectivities, expects ~6,000 matches, walks the created_at index and
-finds none: 1.1 s. Real name searches usually contain one selective word,
-which the trigram statistics see, and get the bitmap plan.
+  ""                          1.6 ms  Index Scan Backward on created_at
+  "gmail", "lovelace", "lov"  6 / 11 / 12 ms  the same walk, filtered by the words
+  "jürgen"                   26 ms    the same walk, with the ILIKE of a non-ASCII word
+  "ada lovelace"             17 ms    word index first (1,232 ids), then by primary key
+  "grace hopper" (no match)  13 ms    word index first (it was 1.1 s with trigrams: a walk)
+  a full address             14 ms    word index first
+  "zzqzz" (no match)          2.5 ms  word index first
+  "plan:pro"                  2.0 ms  the walk, attributes @> filter
+  "knuth" + list + status     2.2 ms  the walk, nested loop on subscription_unique
 
 The walk stays cheap after a bulk import because the import gives every row
 its own created_at (clock_timestamp()); with equal timestamps Postgres would
 sort the whole group to break ties on id.
 """
 
+import re
 import shlex
+import time as clock
 from datetime import date, datetime, time
 
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Subquery, Value
 from django.utils import timezone
 
 from . import hygiene
@@ -108,13 +120,102 @@ def parse_query(query):
 
 def query_q(query):
     """The Q object for a search query (see parse_query)."""
-    condition = Q()
+    condition, words, share = Q(), Q(), 1.0
     for kind, term in parse_query(query or ""):
         if kind == "attribute":
             condition &= attribute_equals(*term)
+        elif connection.vendor != "postgresql" or not WORD.search(term):
+            # SQLite has no word index; a term without a letter or digit ("@", "+") has no word to look up.
+            condition &= _contains(term)
         else:
-            condition &= text_contains("email", term) | text_contains("name", term)
-    return condition
+            words &= Q(WordsMatch(term))
+            if not SINGLE_WORD.match(term):  # the words must also stand together, as typed
+                words &= _contains(term)
+            share *= word_share(term)
+    if not words:
+        return condition
+    if share >= FREQUENT:
+        return condition & words  # walking the newest rows finds 50 matches soon
+    # Rare words: their matches first, by the word index, whatever order and filters the caller adds.
+    found = Subscriber.objects.filter(words).order_by().values("pk")
+    return condition & Q(MatchedIds(found))
+
+
+WORD = re.compile(r"[A-Za-z0-9]")
+SINGLE_WORD = re.compile(r"^[A-Za-z0-9]+$")  # its prefix query means exactly "a word starting with it"
+
+# Below this share of subscribers (the words' index statistics), matches are found by the word index first;
+# from it on, by walking the newest subscribers (50/0.01 = 5,000 rows at ~9 µs per row, ~45 ms, at most).
+FREQUENT = 0.01
+STATISTICS_SECONDS = 60
+_statistics = {"at": -STATISTICS_SECONDS, "words": None}
+
+
+def _contains(term):
+    return text_contains("email", term) | text_contains("name", term)
+
+
+class WordsMatch(Func):
+    """Postgres: the subscriber's email and name hold words starting with each word of `term`
+    (migration 0008's subscriber_search_words index)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, term):
+        super().__init__(F("email"), F("name"), Value(term))
+
+    def as_sql(self, compiler, connection, **extra):
+        (email, email_params), (name, name_params), (term, term_params) = (
+            compiler.compile(e) for e in self.get_source_expressions())
+        return (f"lists_search_document({email}, {name}) @@ lists_search_query({term})",
+                [*email_params, *name_params, *term_params])
+
+
+class MatchedIds(Func):
+    """`id = ANY(ARRAY(subquery))`: the subquery runs once, first (an InitPlan), and the outer query
+    looks its ids up by primary key; a plain IN (subquery) may be planned as a walk of the whole
+    table probing the subquery's result."""
+
+    output_field = BooleanField()
+
+    def __init__(self, queryset):
+        super().__init__(F("pk"), Subquery(queryset))
+
+    def as_sql(self, compiler, connection, **extra):
+        (pk, pk_params), (found, found_params) = (compiler.compile(e) for e in self.get_source_expressions())
+        return f"{pk} = ANY(ARRAY{found})", [*pk_params, *found_params]
+
+
+def word_share(term):
+    """The estimated share of subscribers matching the term's words, from the word index's statistics
+    (ANALYZE's most common words, as Postgres estimates a prefix itself once it has 100 of them):
+    for each word the share of rows with a common word starting with it, multiplied over the words.
+    0 without statistics: the index goes first, which costs at most the number of matches."""
+    frequencies = _common_words()
+    if not frequencies:
+        return 0.0
+    share = 1.0
+    for word in re.findall(r"[^\W_]+", term.lower()):
+        absent = 1.0
+        for common, frequency in frequencies:
+            if common.startswith(word):
+                absent *= 1.0 - frequency
+        share *= 1.0 - absent
+    return share
+
+
+def _common_words():
+    now = clock.monotonic()
+    if now - _statistics["at"] >= STATISTICS_SECONDS:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+                " WHERE schemaname = current_schema() AND tablename = 'subscriber_search_words'"
+            )
+            row = cursor.fetchone()
+        words = list(zip(row[0], row[1])) if row and row[0] else []
+        _statistics.update(at=now, words=words)
+    return _statistics["words"]
 
 
 def _membership_q(mailing_list, status):

@@ -62,12 +62,21 @@ def names(queryset, cast):
     ("age:85", ["grace"]),  # stored as a number by the API
     ("age:36", ["ada"]),
     ("50%", ["tim"]),  # % and _ match themselves
-    ("m_5", ["tim"]),
+    ("tim_5", ["tim"]),
     ("o%", []),
     ('"unbalanced', []),
+    ("lov", ["ada"]),  # words match from their start…
+    ("ovelace", []),  # …not from their middle
+    ("Ada.Lovelace@gmail.com", ["ada"]),  # a full address
+    ("@navy", ["grace"]),
+    ("navy.mil", ["grace"]),
+    ("mil.navy", []),  # the words of a term stand together, as typed
+    ("grace@", ["grace"]),
+    ("@", ["ada", "grace", "linus", "tim"]),  # no word in it: a substring of the address
 ])
 def test_search_matches_email_name_and_attributes(cast, query, expected):
     assert names(search_subscribers(query), cast) == expected
+
 
 
 def test_search_terms_are_parsed_into_text_and_attributes():
@@ -75,9 +84,50 @@ def test_search_terms_are_parsed_into_text_and_attributes():
         ("text", "ada"), ("attribute", ("plan", "pro")), ("text", "grace hopper"), ("text", ":x"), ("text", "url:")]
 
 
-def test_search_uses_ilike_so_the_trigram_indexes_serve_it(cast):
+def test_search_uses_the_word_index_and_ilike_only_to_keep_words_together(cast):
     sql = str(search_subscribers("ada").query)
-    assert '"lists_subscriber"."email" ILIKE %ada%' in sql and "UPPER(" not in sql
+    assert "lists_search_document(" in sql and "ILIKE" not in sql and "UPPER(" not in sql
+    sql = str(search_subscribers("ada.lovelace").query)
+    assert "lists_search_document(" in sql and '."email" ILIKE %ada.lovelace%' in sql
+
+
+@pytest.mark.parametrize("query", ["ada", "lovelace gmail", "grace@navy.mil", "hopper plan:free", "zzz"])
+def test_rare_and_frequent_words_find_the_same_subscribers(cast, query, monkeypatch):
+    """Frequent words are filtered while walking the newest rows; rare ones are looked up in the word
+    index first (id = ANY(ARRAY(…))). Which one follows the index statistics; both give the same rows."""
+    from lists import search
+
+    results = {}
+    for share, uses_array in ((0.5, False), (0.0, True)):
+        monkeypatch.setattr(search, "_common_words", lambda: [("x", share)] if share else [])
+        monkeypatch.setattr(search, "word_share", lambda term: share)
+        found = search_subscribers(query)
+        assert ("= ANY(ARRAY(" in str(found.query)) is uses_array
+        results[share] = list(found)
+    assert results[0.5] == results[0.0]
+
+
+def test_word_share_reads_the_common_words_of_the_index_statistics(monkeypatch):
+    from lists import search
+
+    monkeypatch.setattr(search, "_common_words", lambda: [("gmail", 0.1), ("grace", 0.05), ("gray", 0.05)])
+    assert search.word_share("gmail") == pytest.approx(0.1)
+    assert search.word_share("gr") == pytest.approx(1 - 0.95 * 0.95)  # every common word it starts
+    assert search.word_share("grace@gmail") == pytest.approx(0.05 * 0.1)  # words of a term: all needed
+    assert search.word_share("zzz") == 0.0
+    monkeypatch.setattr(search, "_common_words", lambda: [])  # no statistics yet: the index goes first
+    assert search.word_share("gmail") == 0.0
+
+
+def test_search_plans_follow_the_statistics_after_analyze(cast):
+    """Against the real statistics: after ANALYZE the word index's common words are read (cached a minute)."""
+    from lists import search
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE lists_subscriber")
+    search._statistics["at"] = -search.STATISTICS_SECONDS
+    assert isinstance(search._common_words(), list)
+    assert names(search_subscribers("gmail"), cast) == ["ada"]
 
 
 def test_search_filters_by_list_status_tag_and_dates(cast):
