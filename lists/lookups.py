@@ -2,8 +2,8 @@
 Query pieces shared by subscriber search and segments.
 
 Django's `icontains` compiles to `UPPER(col) LIKE UPPER(%s)` on Postgres, which
-no index serves; the `ilike` lookup here writes `col ILIKE %s` so the trigram GIN
-indexes of migration 0002 (email, name) answer substring searches. Attribute
+no index serves; the `ilike` lookup here writes `col ILIKE %s` (segments' text
+conditions; subscriber search uses the word index of migration 0008). Attribute
 equality uses JSONB containment (`attributes @> '{"k": "v"}'`), which the
 jsonb_path_ops GIN index serves; SQLite (the embedded default) gets equivalent
 portable SQL without the indexes.

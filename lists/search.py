@@ -23,19 +23,21 @@ first whatever order or filters a caller adds). Postgres cannot make that
 choice itself here: it estimates every prefix at 2 % until the statistics
 hold 100 common words.
 
-Measured on the data of bench/import.py (188,644 subscribers on one list,
-Postgres 15, 2 shared cores at load 4), LIMIT 50 newest first
-(ORDER BY created_at DESC, id DESC), median of 3:
+Measured on the data of bench/import.py (942,572 subscribers, Postgres 15,
+2 shared cores at load 2-3), LIMIT 50 newest first (ORDER BY created_at DESC,
+id DESC), median of 5:
 
-  ""                          1.6 ms  Index Scan Backward on created_at
-  "gmail", "lovelace", "lov"  6 / 11 / 12 ms  the same walk, filtered by the words
-  "jürgen"                   26 ms    the same walk, with the ILIKE of a non-ASCII word
-  "ada lovelace"             17 ms    word index first (1,232 ids), then by primary key
-  "grace hopper" (no match)  13 ms    word index first (it was 1.1 s with trigrams: a walk)
-  a full address             14 ms    word index first
-  "zzqzz" (no match)          2.5 ms  word index first
-  "plan:pro"                  2.0 ms  the walk, attributes @> filter
-  "knuth" + list + status     2.2 ms  the walk, nested loop on subscription_unique
+  ""                          1.5 ms  Index Scan Backward on created_at
+  "gmail", "lovelace", "lov"  6 / 9 / 7 ms  the same walk, filtered by the words
+  "jürgen"                    5 ms    the same walk, with the ILIKE of a non-ASCII word
+  "ada lovelace"             59 ms    word index first (6,152 ids), then by primary key
+                                      (walking would take 45 ms here, but a pair that never
+                                      meets would walk the whole table)
+  "grace hopper" (no match)  19 ms    word index first (1.1 s with the trigram indexes: a walk)
+  a full address             33 ms    word index first, ILIKE on the one row
+  "zzqzz" (no match)          2.3 ms  word index first
+  "plan:pro"                  1.9 ms  the walk, attributes @> filter
+  "knuth" + list + status    15 ms    the walk, nested loop on subscription_unique
 
 The walk stays cheap after a bulk import because the import gives every row
 its own created_at (clock_timestamp()); with equal timestamps Postgres would
