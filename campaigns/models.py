@@ -590,7 +590,8 @@ class Enrollment(models.Model):
     # are never HOT: next_step_at is indexed), so there are as few as the queries need:
     # `subscriber` is covered by enrollment_unique (subscriber first: a subscriber's
     # enrollments, and the cascade when one is deleted), `sequence` by enrollment_due
-    # and enrollment_status, and the step links have no index
+    # (active rows) and enrollment_ended (the others; deleting a sequence scans the table
+    # once, a rare edit), and the step links have no index
     # (deleting a step scans the sequence's enrollments once, a rare edit) and no
     # database constraint (whose check would run twice per advanced row): the
     # scheduler treats a step id it does not know as a deleted step and plans again.
@@ -628,8 +629,12 @@ class Enrollment(models.Model):
             models.Index(
                 fields=["sequence", "next_step_at"], condition=Q(status="active"), name="enrollment_due",
             ),
-            # Status counts per sequence (campaigns.sequence_stats, the sequence list).
-            models.Index(fields=["sequence", "status"], name="enrollment_status"),
+            # Who has left a sequence (finished or exited): its figures (campaigns.sequence_stats),
+            # re-entry and the finished rows a new last step continues (campaigns.sequences).
+            # Active rows stay out: the scheduler advances them all the time, and each advance
+            # writes a new entry into every index of the row (measured at 1,000,000 enrollments
+            # with (sequence, status) over every row: 4.5 buffers and a WAL record per row).
+            models.Index(fields=["sequence", "status"], condition=~Q(status="active"), name="enrollment_ended"),
         ]
 
     def __str__(self):
