@@ -276,6 +276,11 @@ class Decisions:
         self.updates = defaultdict(list)
         self.messages = defaultdict(list)  # (step_id, status) -> [(subscriber id, entry, address)]
         self.result = PassResult()
+        # The common case, a step sent and a next one planned, depends on (step, time zone,
+        # entry) alone when no step reads attributes: its rows' group, found once per batch.
+        self._advanced = None if plan.needs_attributes else {}
+        days = plan.sequence.skip_after_days
+        self._stale_before = self.now - timedelta(days=days) if days else None  # as scheduling.is_stale
 
     def decide(self, row):
         if row.leave:
@@ -291,17 +296,24 @@ class Decisions:
         return self._reschedule(row)
 
     def _send(self, row, step):
-        stale = scheduling.is_stale(row.next_step_at, self.now, self.plan.sequence.skip_after_days)
+        stale = self._stale_before is not None and row.next_step_at < self._stale_before
         self.messages[(step.id, Message.SKIPPED if stale else Message.QUEUED)].append(
             (row.subscriber_id, row.entry, row.email))
         if stale:
             self.result.skipped += 1
         else:
             self.result.queued += 1
+        key = (step.id, row.zone, row.entry)
+        if self._advanced is not None and key in self._advanced:
+            self._advanced[key].append(row.pk)
+            return
         passed, following, at = self.plan.next_from(step.position, self.now, row.zone, row.attributes)
         if following is not None:
-            return self._set(row, position=passed, last_step_id=step.pk, last_step_at=self.now,
-                             next_step_id=following.pk, next_step_at=at)
+            state = self._set(row, position=passed, last_step_id=step.id, last_step_at=self.now,
+                              next_step_id=following.id, next_step_at=at)
+            if self._advanced is not None:
+                self._advanced[key] = self.updates[state]
+            return state
         if self.plan.repeats_yearly:
             return self._next_round(row, step)
         self.result.finished += 1
@@ -341,6 +353,7 @@ class Decisions:
             row.next_step_at if next_step_at is KEEP else next_step_at, ended_at,
         )
         self.updates[state].append(row.pk)
+        return state
 
 
 # --- Write --------------------------------------------------------------------------------------------
