@@ -394,7 +394,9 @@ def merge(job, *, digests, details, report, finish):
     with transaction.atomic(), connection.cursor() as cursor:
         for setting in BULK_SETTINGS:
             cursor.execute(setting)
-        cursor.execute("ANALYZE import_row")  # a temp table has no statistics until asked
+        # A temp table has no statistics until asked; only the columns the statements join and group on
+        # (the other columns' statistics, the JSON ones above all, cost 0.34 s instead of 0.10 s per 188,644 rows).
+        cursor.execute("ANALYZE import_row (line, key, digest)")
         if job.mode in (ImportJob.ADD, ImportJob.UPSERT):
             screening = hygiene_import.screen(cursor, job)  # role, throwaway, no MX: flagged or skipped
             created, updated, skipped = subscribe(cursor, job, digests=digests, details=details)
