@@ -5,6 +5,8 @@ The sequence scheduler: finds who enters a sequence, and turns due steps into le
 every SEQUENCE_TICK_SECONDS). For each running sequence it repeats, until
 nothing is due, a batch in ONE transaction:
 
+0. lock the sequence's steps (FOR KEY SHARE), so none is deleted under the
+   batch; a step deleted since the pass began makes the plan be made again;
 1. claim up to SEQUENCE_BATCH_SIZE due enrollments (`FOR UPDATE SKIP LOCKED`,
    in next_step_at order, through the partial index `enrollment_due`), with
    what decides their fate computed by the same query: whether they must leave
@@ -13,7 +15,8 @@ nothing is due, a batch in ONE transaction:
 2. decide each row in Python from the sequence's live steps — no queries —
    computing each next time once per (step, time zone) for the batch;
 3. insert the ledger rows set-based, one `INSERT … SELECT … ON CONFLICT DO
-   NOTHING` per step in the batch;
+   NOTHING` per step in the batch (a trigger checks their step and subscriber
+   once per statement, see campaigns migration 0013);
 4. advance every claimed enrollment with one UPDATE (`FROM unnest(…)` on
    Postgres).
 
