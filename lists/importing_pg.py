@@ -243,7 +243,8 @@ def _checked_by_construction(cursor, job):
     merge's Postgres CPU (2.3 s per 188,644 rows, at commit): each one locks its subscriber row.
 
     The tags and the known subscribers' subscriptions keep their checks (a tag or a known subscriber
-    may be deleted meanwhile)."""
+    may be deleted meanwhile). The setting would skip any other trigger on the table as well; it has
+    none (tests/test_importing.py holds that)."""
     cursor.execute(f"SELECT 1 FROM {LISTS} WHERE id = %s FOR KEY SHARE", [job.mailing_list_id])
     if cursor.fetchone() is None:
         raise IntegrityError(f"The list {job.mailing_list_id} no longer exists.")

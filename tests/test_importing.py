@@ -550,6 +550,15 @@ def test_the_import_restores_the_foreign_key_checks_after_its_insert(write_csv, 
         cursor.execute("UPDATE lists_subscription SET mailing_list_id = -1 WHERE mailing_list_id = %s", [newsletter.pk])
 
 
+def test_subscriptions_have_no_trigger_that_the_import_would_skip():
+    """session_replication_role = replica skips every ordinary trigger, not only the foreign key checks."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'lists_subscription'::regclass AND NOT tgisinternal")
+        assert cursor.fetchall() == []
+
+
 def test_without_the_privilege_the_import_keeps_the_checks(write_csv, newsletter, monkeypatch):
     from lists import importing_pg
 
