@@ -126,6 +126,8 @@ def query_q(query):
     for kind, term in parse_query(query or ""):
         if kind == "attribute":
             condition &= attribute_equals(*term)
+        elif len(term) > LONGEST:
+            condition &= Q(pk__in=[])  # longer than any address or name: matches nobody
         elif connection.vendor != "postgresql" or not WORD.search(term):
             # SQLite has no word index; a term without a letter or digit ("@", "+") has no word to look up.
             condition &= _contains(term)
@@ -144,6 +146,7 @@ def query_q(query):
 
 
 WORD = re.compile(r"[A-Za-z0-9]")
+LONGEST = max(Subscriber._meta.get_field("email").max_length, Subscriber._meta.get_field("name").max_length)
 SINGLE_WORD = re.compile(r"^[A-Za-z0-9]+$")  # its prefix query means exactly "a word starting with it"
 
 # Below this share of subscribers (the words' index statistics), matches are found by the word index first;

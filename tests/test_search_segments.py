@@ -107,6 +107,11 @@ def test_rare_and_frequent_words_find_the_same_subscribers(cast, query, monkeypa
     assert results[0.5] == results[0.0]
 
 
+def test_a_term_longer_than_any_address_or_name_matches_nobody(cast):
+    assert names(search_subscribers("a" * 3000), cast) == []  # a tsquery word has at most 2,047 bytes
+    assert names(search_subscribers("a" * 254), cast) == []
+
+
 def test_word_share_reads_the_common_words_of_the_index_statistics(monkeypatch):
     from lists import search
 
