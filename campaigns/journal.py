@@ -39,6 +39,7 @@ crash cannot undo it, and the journal is deleted only after the last one.
 import json
 import logging
 import os
+import time
 from collections import Counter, namedtuple
 from datetime import datetime, timedelta
 
@@ -51,6 +52,7 @@ HEADER = b"journal-v1"  # the journal's first entry, pushed before the claim
 FLUSH_EVERY = 50  # outcomes written to Postgres per statement (at 100-row claims: 2 per batch)
 KEY_SECONDS = 7 * 86400  # a dead lease's journal waits this long for the reaper
 LOST_AFTER = timedelta(hours=1)  # past its lease, a journal that cannot be read counts as lost
+RETRY_AFTER = 5.0  # seconds without a journal after Redis failed to answer at a batch's start
 
 # One message's outcome, as campaigns.ledger.record_many writes it.
 Outcome = namedtuple("Outcome", "pk status at next_attempt_at backend_id message_id provider_id response")
@@ -81,6 +83,7 @@ def _errors():
 
 
 _held = {}  # {pid: a connection of this process's own for the per-message RPUSH}
+_down = {"until": 0.0}  # monotonic time until which batches start without a journal
 
 
 def _rpush(name, value):
@@ -113,7 +116,7 @@ def begin():
     from .ledger import new_lease_token
 
     token = new_lease_token()
-    if not settings.REDIS_URL:
+    if not settings.REDIS_URL or time.monotonic() < _down["until"]:
         return token
     journaled = PREFIX + token
     try:
@@ -122,6 +125,8 @@ def begin():
         pipe.expire(key(journaled), KEY_SECONDS)
         pipe.execute()
     except _errors() as exc:
+        # Not tried again for a few seconds: each try may wait for the connect timeout.
+        _down["until"] = time.monotonic() + RETRY_AFTER
         log.warning("Redis cannot be reached for the send journal (%s); outcomes go to Postgres one by one.", exc)
         return token
     return journaled
@@ -160,7 +165,7 @@ def read(tokens):
         for token in tokens:
             pipe.lrange(key(token), 0, -1)
         found = pipe.execute()
-    except _errors() as exc:
+    except (*_errors(), ValueError) as exc:  # ValueError: REDIS_URL unset since
         raise Unavailable(f"Redis cannot be reached for the send journals: {exc}") from exc
     return {
         token: [decode(raw) for raw in entries[1:]] if entries and entries[0] == HEADER else None

@@ -486,6 +486,8 @@ def reap(*, now=None, limit=10_000):
     row still `sending` marked `unknown`. Returns (unknown, requeued)."""
     now = now or timezone.now()
     with transaction.atomic():
+        if not _reaping_alone():
+            return 0, 0
         expired = list(
             Message.objects.filter(status=Message.SENDING, lease_until__lt=now)
             .select_for_update(skip_locked=True).values_list("pk", "leased_by", "broadcast_id", "lease_until")[:limit]
@@ -525,6 +527,20 @@ def reap(*, now=None, limit=10_000):
         log.warning("Reaper: %d outcome(s) taken from journals, %d message(s) marked unknown, %d put back in the "
                     "queue.", len(applied), len(unknown) + len(lost), requeued)
     return len(unknown) + len(lost), requeued
+
+
+_REAP_LOCK = 0x61727270  # "arrp": campaigns.ledger.reap
+
+
+def _reaping_alone():
+    """One reaper at a time (kicks on several workers may overlap when they run long): two
+    at once could each take part of one dead lease's rows (SKIP LOCKED) and each mark the
+    lowest of its part `unknown`, one more than the message that may have been in flight."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_REAP_LOCK])
+        return cursor.fetchone()[0]
 
 
 def _read_journals(expired, now):

@@ -129,6 +129,7 @@ class Batch:
     def run(self, job):
         self.job = job
         if self._defer_throttled():
+            self.journal.close()  # nothing in it: every row went back to the queue
             return
         try:
             with self._commit_mode(), backends.transport_for(self.backend) as transport:

@@ -42,6 +42,7 @@ def redis_down():
     journal._held.clear()  # the connection kept for journal writes goes too
     yield
     journal._held.clear()
+    journal._down["until"] = 0.0
     if was is None:
         ratelimit._redis.pop("client", None)
     else:
