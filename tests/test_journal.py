@@ -246,3 +246,25 @@ def test_a_batch_whose_lease_was_taken_sends_nothing_more(smtp_server, started, 
     # then
     assert smtp_server.messages == []
     assert statuses(broadcast) == ["unknown", "queued", "queued", "queued"]
+
+
+def test_a_second_reaper_at_the_same_time_leaves_the_dead_lease_to_the_first(started):
+    import psycopg2
+    from django.db import connection
+
+    # given: a dead lease of two rows, and another reaper at work (it holds the reapers' lock)
+    broadcast = started(2)
+    claimed(broadcast, "dead-worker")
+    db = connection.settings_dict
+    other = psycopg2.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ledger._REAP_LOCK])
+        # when / then: this one leaves the rows alone
+        assert ledger.reap(now=timezone.now() + LATER) == (0, 0)
+        assert statuses(broadcast) == ["sending", "sending"]
+    finally:
+        other.rollback()
+        other.close()
+    # and reaps them once the other is done
+    assert ledger.reap(now=timezone.now() + LATER) == (1, 1)
