@@ -11,7 +11,9 @@ data of bench/dashboard.py (1,000,000 subscribers; plus 20,000 suppressions and
                                               suppressions, parallel hash join with the
                                               list's confirmed subscriptions
   segment "attribute plan is pro"     0.5 s   bitmap heap scan of 333,000 rows (GIN index)
-  segment "email contains gmail"      0.5 s   bitmap heap scan of 250,000 rows (trigram)
+  segment "email contains gmail"      0.5 s   seq scan with ILIKE (session 3: the word index of
+                                              lists/search.py serves word-prefix search, not
+                                              "contains"; with trigram indexes it was 0.5 s too)
   segment "created in the last 30     40 ms   index-only scan of created_at
   days"
 
