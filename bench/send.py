@@ -17,7 +17,10 @@ as workers, to the same sink.
 
 Prints ONE JSON object as its last line:
 {"bench": "send", "messages", "msgs_per_s", "raw_msgs_per_s", "ratio",
- "peak_worker_rss_mb", "lost", "duplicates", ...}
+ "peak_worker_rss_mb", "lost", "duplicates", ..., "cpu_us_per_msg"}
+where cpu_us_per_msg is the CPU the pipeline's workers (Celery parent and children), its
+Postgres backends and the sink used per message, read from /proc during the send: the
+figure to compare between runs on a machine whose speed moves with its neighbours.
 """
 
 import json
@@ -244,6 +247,52 @@ def children(pid):
     return [int(c) for c in found] + [g for c in found for g in children(int(c))]
 
 
+def process_cpu(pid):
+    """CPU seconds (user + system) a process has used so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids():
+    """The Postgres backends connected to the bench database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+class CpuMeter:
+    """CPU used by groups of processes during the pipeline, read from /proc at every tick:
+    wall-clock rates move with whatever else the machine runs, CPU per message much less.
+    A process that starts during the run counts from zero; one that ends keeps its last reading."""
+
+    def __init__(self, groups):
+        self.groups = groups  # {name: () -> [pid]}
+        self.base, self.last = {}, {}
+        self.sample(baseline=True)
+
+    def sample(self, baseline=False):
+        for name, pids in self.groups.items():
+            for pid in pids():
+                used = process_cpu(pid)
+                if used is None:
+                    continue
+                self.base.setdefault((name, pid), used if baseline else 0.0)
+                self.last[(name, pid)] = used
+
+    def per_message_us(self, messages):
+        totals = dict.fromkeys(self.groups, 0.0)
+        for (name, pid), used in self.last.items():
+            totals[name] += used - self.base[(name, pid)]
+        result = {name: round(total / messages * 1e6) for name, total in totals.items()}
+        result["total"] = sum(result.values())
+        return result
+
+
 def wait_for_sink(state, count, timeout, on_tick=None):
     began = deadline = time.monotonic()
     deadline += timeout
@@ -313,9 +362,15 @@ def main():
         processes.append(start([sys.executable, "-m", "celery", "-A", "autoresponder", "beat", "--loglevel",
                                 "WARNING", "--schedule", str(work / "beat-schedule")], log))
         peak = [0.0]
+        sink_pid = processes[0].pid
+        meter = CpuMeter({
+            "workers": lambda: [workers.pid, *children(workers.pid)], "postgres": backend_pids,
+            "sink": lambda: [sink_pid, *children(sink_pid)],
+        })
 
         def sample():
             peak[0] = max(peak[0], peak_rss_mb(workers.pid))
+            meter.sample()
 
         from campaigns import broadcasts
 
@@ -324,11 +379,13 @@ def main():
         last = wait_for_sink(pipeline_state, N, TIMEOUT, on_tick=sample)
         msgs_per_s = N / (last - began)
         sample()
+        cpu = meter.per_message_us(N)
         time.sleep(1)  # let late duplicates, if any, arrive before counting
         _, _, seen = read_state(pipeline_state)
         lost = N - len(seen)
         duplicates = sum(seen.values()) - len(seen)
-        say(f"pipeline: {msgs_per_s:,.0f} msg/s; peak worker RSS {peak[0]} MB; now the raw ceiling")
+        say(f"pipeline: {msgs_per_s:,.0f} msg/s; peak worker RSS {peak[0]} MB; CPU µs a message {cpu}; "
+            "now the raw ceiling")
         for process in processes[1:]:
             stop(process)
         raw = next(pipeline_state.glob("*.eml")).read_bytes()
@@ -342,6 +399,7 @@ def main():
             "ratio": round(msgs_per_s / raw_per_s, 3), "peak_worker_rss_mb": peak[0], "lost": lost,
             "duplicates": duplicates, "workers": WORKERS, "dkim": DKIM or "off",
             "message_bytes": len(raw), "seconds": round(last - began, 1), "load_avg_1m": os.getloadavg()[0],
+            "cpu_us_per_msg": cpu,
         }
     except BaseException:
         say(f"failed; the processes' log is kept in {log_path}")
