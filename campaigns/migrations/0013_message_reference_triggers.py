@@ -1,7 +1,8 @@
 """The ledger's links to its step and subscriber are kept by triggers instead of foreign-key
 constraints (Postgres). A constraint checks every inserted row with its own query, two thirds
 of the cost of writing a step's messages (measured on 50,000 rows: 32 µs a row with both
-constraints, 13 µs without them); the check trigger runs once per INSERT statement, set-based,
+constraints, 13 µs without them; 5,000-row inserts at 1,000,000 subscribers: 30 µs with the
+constraints, 20 µs with this trigger); the check trigger runs once per INSERT statement, set-based,
 and takes the same FOR KEY SHARE row locks as a constraint, so the step or subscriber cannot be
 deleted until the inserting transaction ends, and an insert that meets a deleted one fails
 with foreign_key_violation (an IntegrityError), as before.
