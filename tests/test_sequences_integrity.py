@@ -265,7 +265,8 @@ def test_a_fan_out_that_meets_a_subscriber_being_deleted_fails_whole():
     broadcast = BroadcastFactory(lists=[sequence.mailing_list])
     raw = raw_connection()
     reader = readers[1].pk
-    _execute(raw, "DELETE FROM lists_subscriber WHERE id = %s; DELETE FROM campaigns_enrollment WHERE subscriber_id = %s;"
+    _execute(raw, "DELETE FROM lists_subscriber WHERE id = %s;"
+                  " DELETE FROM campaigns_enrollment WHERE subscriber_id = %s;"
                   " DELETE FROM lists_subscription WHERE subscriber_id = %s", [reader, reader, reader], commit=False)
     # when the fan-out runs and the delete commits
     fanning = Beside(lambda: ledger.fan_out(broadcast, send_at=timezone.now()))
