@@ -3,7 +3,8 @@ The delivery pipeline: Postgres is the queue, Celery is the bell.
 
 `run_slot(broadcast_id, slot)` is what a send task does: claim a batch (see
 ledger.claim), render each message from a template compiled once per process,
-send the batch over one connection, record each outcome at once, repeat until
+send the batch over one connection, record each outcome at once (in the lease's
+journal in Redis, written to Postgres in sets: campaigns.journal), repeat until
 the time slice is used or nothing is due. `kick()`, rung by beat every few
 seconds, starts due broadcasts, writes their ledgers, reaps expired leases and
 rings one bell per free slot. Nothing waits in Celery for longer than a few
