@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "j:"  # a journaled lease's token starts with this
 HEADER = b"journal-v1"  # the journal's first entry, pushed before the claim
-FLUSH_EVERY = 50  # outcomes written to Postgres per statement (at 100-row claims: 2 per batch)
+FLUSH_EVERY = 50  # outcomes written to Postgres per statement (at 250-row claims: 5 per batch)
 KEY_SECONDS = 7 * 86400  # a dead lease's journal waits this long for the reaper
 LOST_AFTER = timedelta(hours=1)  # past its lease, a journal that cannot be read counts as lost
 RETRY_AFTER = 5.0  # seconds without a journal after Redis failed to answer at a batch's start
