@@ -58,6 +58,12 @@ def claimed(broadcast, token):
     return rows
 
 
+def open_batch(broadcast):
+    """A batch as a worker starts one: its journal opened, its rows claimed under that lease."""
+    token = journal.begin()
+    return token, claimed(broadcast, token), journal.Journal(token)
+
+
 def statuses(broadcast):
     return list(broadcast.messages.order_by("pk").values_list("status", flat=True))
 
@@ -92,9 +98,7 @@ def test_a_claim_of_nothing_leaves_no_journal_behind(smtp_server, started):
 def test_outcomes_wait_in_the_journal_until_a_flush(started):
     # given: a journaled lease of five rows
     broadcast = started(5)
-    token = journal.begin()
-    rows = claimed(broadcast, token)
-    log = journal.Journal(token)
+    token, rows, log = open_batch(broadcast)
     # when: two outcomes are added
     assert log.add(sent(rows[0])) and log.add(sent(rows[1]))
     # then: they are in Redis, not yet in Postgres; a flush writes both in one go
@@ -109,9 +113,7 @@ def test_outcomes_wait_in_the_journal_until_a_flush(started):
 def test_a_dead_workers_journaled_outcomes_become_sent_and_only_the_in_flight_one_unknown(started):
     # given: a worker journaled two accepted messages, was sending the third, and died before any flush
     broadcast = started(5)
-    token = journal.begin()
-    rows = claimed(broadcast, token)
-    log = journal.Journal(token)
+    token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     log.add(sent(rows[1]))
     # when: its lease expires and the reaper runs
@@ -129,9 +131,7 @@ def test_a_dead_workers_journaled_outcomes_become_sent_and_only_the_in_flight_on
 def test_a_journal_flushed_just_before_the_crash_is_applied_once(started):
     # given: the outcomes reached Postgres, the worker died before deleting its journal
     broadcast = started(3)
-    token = journal.begin()
-    rows = claimed(broadcast, token)
-    log = journal.Journal(token)
+    token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     log.flush()
     # when
@@ -206,9 +206,7 @@ def test_redis_failing_mid_batch_sends_the_pending_outcomes_to_postgres_at_once(
 def test_a_journal_lost_by_redis_mid_batch_is_written_to_postgres_and_started_again(started):
     # given: one outcome journaled, then Redis restarted empty
     broadcast = started(3)
-    token = journal.begin()
-    rows = claimed(broadcast, token)
-    log = journal.Journal(token)
+    token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     ratelimit.redis_client().delete(journal.key(token))
     # when
@@ -221,9 +219,7 @@ def test_a_journal_lost_by_redis_mid_batch_is_written_to_postgres_and_started_ag
 def test_a_lost_lease_stops_the_batch_at_its_next_flush(started):
     # given: a worker stalled past its lease with an outcome in its journal, and the reaper ran
     broadcast = started(3)
-    token = journal.begin()
-    rows = claimed(broadcast, token)
-    log = journal.Journal(token)
+    token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     ledger.reap(now=timezone.now() + LATER)
     # when: the worker wakes up and flushes
