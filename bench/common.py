@@ -1,7 +1,9 @@
 """
 What the benchmarks share: the environment of a run in its own database,
-Django in the bench process, and set-based seeding (INSERT … SELECT) that
-keeps up with new columns. The benchmarks run as scripts (`python
+Django in the bench process, set-based seeding (INSERT … SELECT) that
+keeps up with new columns, and the CPU a process or a Postgres backend has used
+(read from /proc: on a shared machine wall times follow the load, CPU times
+much less). The benchmarks run as scripts (`python
 bench/<name>.py`), so this folder is on their path and they `import common`.
 """
 
@@ -61,3 +63,23 @@ def insert_select(cursor, model, exprs, source):
     started = time.perf_counter()
     cursor.execute(f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}")
     return time.perf_counter() - started
+
+
+def process_cpu(pid):
+    """CPU seconds (user + system) process `pid` has used so far; None once it is gone (or not on
+    this machine, as a remote Postgres backend is not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu():
+    """CPU seconds the Postgres backend of this process's Django connection has used (None if the
+    server is not on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return process_cpu(cursor.fetchone()[0])

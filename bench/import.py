@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BASE, SERVER, environment, setup_django
+from common import BASE, SERVER, backend_cpu, environment, setup_django
 
 DATABASE = "ar_bench_import"
 ROWS = int(os.environ.get("BENCH_ROWS", 1_000_000))
@@ -92,23 +92,6 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _backend_cpu():
-    """CPU seconds the Postgres backend of this process's connection has used (None if not on this machine).
-
-    Printed next to the wall times: on a shared machine wall times follow the load, CPU times much less.
-    """
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu():
     import resource
 
@@ -123,11 +106,11 @@ def child_import(csv_path):
 
     newsletter = MailingList.objects.create(name="Bench")
     job = ImportJob.objects.create(mailing_list=newsletter, file=csv_path, original_name="bench.csv", confirmed=True)
-    backend, own = _backend_cpu(), _own_cpu()
+    backend, own = backend_cpu(), _own_cpu()
     started = time.perf_counter()
     importing.run_import(job)
     seconds = time.perf_counter() - started
-    cpu = {"python_cpu_s": _own_cpu() - own, "postgres_cpu_s": None if backend is None else _backend_cpu() - backend}
+    cpu = {"python_cpu_s": _own_cpu() - own, "postgres_cpu_s": None if backend is None else backend_cpu() - backend}
     job.refresh_from_db()
     fields = ("status", "failure", "rows", "created", "updated", "skipped", "invalid")
     print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), **cpu,
@@ -164,12 +147,12 @@ def child_copy(dump_path):
         with open(dump_path, "w", encoding="utf-8") as out:
             cursor.copy_expert(f"COPY (SELECT {columns} FROM lists_subscriber ORDER BY id) TO STDOUT", out)
         cursor.execute("TRUNCATE lists_subscriber CASCADE")
-        backend = _backend_cpu()
+        backend = backend_cpu()
         started = time.perf_counter()
         with open(dump_path, encoding="utf-8") as source:
             cursor.copy_expert(f"COPY lists_subscriber ({columns}) FROM STDIN", source)
         seconds = time.perf_counter() - started
-        cpu = None if backend is None else _backend_cpu() - backend
+        cpu = None if backend is None else backend_cpu() - backend
         cursor.execute("SELECT count(*) FROM lists_subscriber")
         print(json.dumps({"seconds": seconds, "rows": cursor.fetchone()[0], "postgres_cpu_s": cpu}))
 

@@ -29,7 +29,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import SERVER, environment, insert_select, setup_django
+from common import SERVER, backend_cpu, environment, insert_select, setup_django
 
 DATABASE = "ar_bench_schedule"
 ENROLLMENTS = int(os.environ.get("BENCH_ENROLLMENTS", 1_000_000))
@@ -137,13 +137,7 @@ def reset_due(sequence, now):
 def cpu_seconds():
     """(this process's CPU seconds, its Postgres backend's CPU seconds): a cost that does not
     depend on what else the machine is doing, unlike the wall-clock rates."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return time.process_time(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return time.process_time(), backend_cpu()
 
 
 def analyze():

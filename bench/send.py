@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import process_cpu  # noqa: E402
 from bench.sink import read_state  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "50000"))
@@ -245,15 +246,6 @@ def children(pid):
     except FileNotFoundError:
         return []
     return [int(c) for c in found] + [g for c in found for g in children(int(c))]
-
-
-def process_cpu(pid):
-    """CPU seconds (user + system) a process has used so far; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def backend_pids():
