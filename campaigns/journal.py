@@ -20,9 +20,9 @@ The crash window stays one message per connection:
 - applying a journal twice is harmless: the UPDATE only touches rows still
   `sending` under that lease;
 - when Redis cannot be reached at the start, the batch writes each outcome to
-  Postgres directly (campaigns.ledger.record), as before; when it fails during a
-  batch, the pending outcomes go to Postgres at once and the batch goes on
-  writing directly. A worker notices that Redis lost the journal (restarted
+  Postgres directly (campaigns.ledger.record_many, one statement per outcome),
+  as before; when it fails during a batch, the pending outcomes go to Postgres
+  at once and the batch goes on writing directly. A worker notices that Redis lost the journal (restarted
   empty: RPUSH answers a shorter list) and writes its pending outcomes to
   Postgres at once, then starts the journal again.
 - When the journal of a dead lease is gone (Redis restarted empty, or lost its

@@ -334,17 +334,6 @@ def reconnecting(fn):
     return wrapper
 
 
-@reconnecting
-def record(row, token, *, status, response, backend_id, message_id, provider_id="", next_attempt_at=None):
-    """Record one message's outcome at once; False if our lease on it was lost."""
-    outcome = journal.Outcome(row["pk"], status, timezone.now(), next_attempt_at, backend_id, message_id,
-                              provider_id, response)
-    recorded = _record_one(outcome, token)
-    if recorded and status == Message.SENT:
-        _announce_sent(row, message_id, outcome.at)
-    return recorded
-
-
 # A batch's outcomes in one statement (campaigns.journal): every FLUSH_EVERY messages
 # instead of one transaction per message. Only rows still `sending` under the lease are
 # touched, so writing the same outcomes twice (a flush, then the reaper reading the
@@ -365,20 +354,16 @@ RETURNING m.id, m.status
 def record_many(outcomes, token):
     """Record outcomes (campaigns.journal.Outcome) of our lease; returns {pk: status} of those
     recorded (the others were no longer ours: the lease was lost)."""
-    if len(outcomes) == 1 or connection.vendor != "postgresql":
-        recorded = {}
-        for o in outcomes:
-            if _record_one(o, token):
-                recorded[o.pk] = o.status
-        _announce_all(outcomes, recorded)
-        return recorded
-    columns = list(zip(*(
-        (o.pk, o.status, o.at, o.next_attempt_at, o.backend_id, o.message_id, o.provider_id, o.response[:1000])
-        for o in outcomes
-    )))
-    with connection.cursor() as cursor:
-        cursor.execute(_RECORD_MANY_SQL, [list(c) for c in columns] + [token])
-        recorded = dict(cursor.fetchall())
+    if len(outcomes) == 1 or connection.vendor != "postgresql":  # the prepared statement (and SQLite's)
+        recorded = {o.pk: o.status for o in outcomes if _record_one(o, token)}
+    else:
+        columns = zip(*(
+            (o.pk, o.status, o.at, o.next_attempt_at, o.backend_id, o.message_id, o.provider_id, o.response[:1000])
+            for o in outcomes
+        ))
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD_MANY_SQL, [list(c) for c in columns] + [token])
+            recorded = dict(cursor.fetchall())
     _announce_all(outcomes, recorded)
     return recorded
 
@@ -409,26 +394,11 @@ def _announce_all(outcomes, recorded):
         return
     for row in Message.objects.filter(pk__in=list(sent)).values("pk", "email", "subscriber_id", "broadcast_id", "step_id"):
         o = sent[row["pk"]]
-        hooks.emit("message.sent", _sent_payload(row, o.message_id, o.at, broadcast_id=row["broadcast_id"],
-                                                  step_id=row["step_id"]))
-
-
-def _sent_payload(row, message_id, now, **scope):
-    return {
-        "message": {"id": row["pk"], "email": row["email"], "message_id": message_id, **scope},
-        "subscriber": {"id": row["subscriber_id"], "email": row["email"]}, "sent_at": now.isoformat(),
-    }
-
-
-def _announce_sent(row, message_id, now):
-    """REST hooks' message.sent (campaigns.hooks), only when a hook listens: a cached check
-    per message, nothing more, when none does."""
-    from . import hooks
-
-    if not hooks.wanted("message.sent"):
-        return
-    scope = Message.objects.filter(pk=row["pk"]).values("broadcast_id", "step_id").first() or {}
-    hooks.emit("message.sent", _sent_payload(row, message_id, now, **scope))
+        hooks.emit("message.sent", {
+            "message": {"id": row["pk"], "email": row["email"], "message_id": o.message_id,
+                        "broadcast_id": row["broadcast_id"], "step_id": row["step_id"]},
+            "subscriber": {"id": row["subscriber_id"], "email": row["email"]}, "sent_at": o.at.isoformat(),
+        })
 
 
 @reconnecting

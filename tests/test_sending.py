@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns import broadcasts, ledger, sending
+from campaigns import broadcasts, journal, ledger, sending
 from campaigns.models import Backend, Broadcast, Message
 from lists.models import Subscriber, Subscription, Suppression
 from tests.factories import MailingListFactory, SubscriptionFactory
@@ -314,9 +314,9 @@ def test_reaper_leaves_live_leases_alone(started):
 def test_recording_without_the_lease_changes_nothing(started):
     broadcast = started(1)
     rows, _ = ledger.claim(broadcast, limit=10, lease_seconds=60, token="mine")
-    recorded = ledger.record(rows[0], "someone-else", status="sent", response="250 OK", backend_id=None,
-                             message_id="<x@y>")
-    assert recorded is False
+    outcome = journal.Outcome(rows[0]["pk"], "sent", timezone.now(), None, None, "<x@y>", "", "250 OK")
+    recorded = ledger.record_many([outcome], "someone-else")
+    assert recorded == {}
     assert broadcast.messages.get().status == "sending"
 
 
