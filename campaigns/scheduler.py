@@ -282,8 +282,7 @@ class Decisions:
         # The common case, a step sent and a next one planned, depends on (step, time zone,
         # entry) alone when no step reads attributes: its rows' group, found once per batch.
         self._advanced = None if plan.needs_attributes else {}
-        days = plan.sequence.skip_after_days
-        self._stale_before = self.now - timedelta(days=days) if days else None  # as scheduling.is_stale
+        self._stale_before = scheduling.stale_before(self.now, plan.sequence.skip_after_days)  # once per batch
 
     def decide(self, row):
         if row.leave:

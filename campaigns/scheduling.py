@@ -277,7 +277,13 @@ class Timing:
 # --- Stale steps --------------------------------------------------------------------------------
 
 
-def is_stale(due_at, now, skip_after_days):
-    """A step due more than `skip_after_days` days ago (0: never) is skipped, not sent late:
+def stale_before(now, skip_after_days):
+    """A step due before this time is skipped, not sent late (None: never, `skip_after_days` 0):
     after a long pause, subscribers do not get a burst of outdated mail."""
-    return bool(skip_after_days) and now - due_at > timedelta(days=skip_after_days)
+    return now - timedelta(days=skip_after_days) if skip_after_days else None
+
+
+def is_stale(due_at, now, skip_after_days):
+    """Whether a step due at `due_at` is skipped (see stale_before)."""
+    cutoff = stale_before(now, skip_after_days)
+    return cutoff is not None and due_at < cutoff
