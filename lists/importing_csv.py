@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import operator
 import re
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from .validation import (
     MAX_EMAIL,
     MAX_NAME,
     InvalidSubscriber,
+    _time_zones,  # clean_time_zone's set of names, for the quick check
     clean_time_zone,
     normalize_email,
 )
@@ -56,6 +58,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 FAST_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}\Z")
 # Control characters (a tab is folded to a space instead) and undecodable bytes (see RowReader).
 BAD_CHARACTER = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
+# What RowReader's quick check leaves to the full one: BAD_CHARACTER, a tab (folded to a space there) and a
+# backslash (so that a quickly checked row needs no escaping in COPY's text format).
+QUICK_REFUSED = re.compile("[\x00-\x1f\x7f\\\\\udc80-\udcff]")
 
 
 class CSVFileError(ValueError):
@@ -258,7 +263,7 @@ class RowReader:
 
     def _rows(self, reader):
         next(reader, None)  # the header
-        previous_end = reader.line_num
+        previous_end, quick = reader.line_num, self._quick_check()
         while True:
             try:
                 row = next(reader)
@@ -269,14 +274,56 @@ class RowReader:
                 previous_end = reader.line_num
                 continue
             line, previous_end = previous_end + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
+            checked = quick(row)
+            if checked is None:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                checked = self.check(row)
             self.rows += 1
-            checked = self.check(row)
             if isinstance(checked, str):
                 self._problem(line, _email_for_report(row, self.email_at), checked)
             else:
                 yield (line, *checked)
+
+    def _quick_check(self):
+        """check() for the common row, as one function with everything at hand: the right width, no tab,
+        backslash or character check() refuses, an address FAST_EMAIL accepts, a known time zone (or
+        none) and short values. It returns what check() would, or None, and then check() decides.
+
+        The staging of a Postgres import waits for this Python, not for Postgres: reading the 1,000,000
+        rows of bench-import into COPY text took 3.6 s of CPU with check() alone, 2.8 s with this first
+        (tests/test_importing_csv.py holds that both answer alike)."""
+        width, email_at, time_zone_at, name_at = self.width, self.email_at, self.time_zone_at, self.name_at
+        special, fast_email, zones = QUICK_REFUSED.search, FAST_EMAIL.match, _time_zones()
+        one_name = name_at[0] if len(name_at) == 1 else None
+        columns = self.attribute_columns
+        if len(columns) > 1:
+            pick = operator.itemgetter(*columns)
+        else:  # itemgetter of one index returns the item, not a tuple
+            pick = (lambda row: (row[columns[0]],)) if columns else (lambda row: ())
+        short_values = min(MAX_ATTRIBUTE_VALUE, (MAX_ATTRIBUTES_JSON - self.attributes_overhead) // 12)
+
+        def quick(row):
+            if len(row) != width or special(" ".join(row)):
+                return None
+            email = row[email_at].strip()
+            if len(email) > MAX_EMAIL or not fast_email(email):
+                return None
+            at = email.rindex("@")
+            email = email[:at] + email[at:].lower()
+            if one_name is not None:
+                name = row[one_name].strip()
+            else:
+                name = " ".join(part for part in (row[n].strip() for n in name_at) if part)
+            time_zone = row[time_zone_at].strip() if time_zone_at is not None else ""
+            if len(name) > MAX_NAME or (time_zone and time_zone not in zones):
+                return None
+            values = tuple(map(str.strip, pick(row)))
+            if sum(map(len, values)) > short_values:
+                return None
+            return email, name, time_zone, values
+
+        return quick
 
     def _problem(self, line, email, reason):
         self.invalid += 1
