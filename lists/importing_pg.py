@@ -30,6 +30,9 @@ COPY_READ = 256 * 1024
 # cost more CPU than it saved: 24.2 s against 21.2 s of backend CPU for 942,572 subscribers.)
 BULK_SETTINGS = ("SET LOCAL work_mem = '256MB'",)
 
+# The staged columns the merge joins and groups on: merge() has the planner look at only these.
+STATISTICS_COLUMNS = ("line", "key", "digest")
+
 ANALYZE_AFTER = 50_000  # rows written; a larger import refreshes the planner's statistics
 
 S = Subscriber._meta.db_table
@@ -96,6 +99,11 @@ def _staging(cursor, keys):
         " key text GENERATED ALWAYS AS (lower(email)) STORED,"
         f" attributes jsonb GENERATED ALWAYS AS ({_attributes_expression(keys)}) STORED)"
     )
+    # The merge's plans need the row count and how unique lines and keys are, which a sample of 3,000 rows
+    # tells as well as the default 30,000; ANALYZE sorts the sampled values, so merge()'s ANALYZE costs
+    # 0.02 s of Postgres CPU per 1,000,000 staged rows instead of 0.17 s.
+    for column in STATISTICS_COLUMNS:
+        cursor.execute(f"ALTER TABLE import_row ALTER COLUMN {column} SET STATISTICS 10")
     cursor.execute(
         "CREATE TEMP TABLE import_problem (line integer NOT NULL, email text NOT NULL, reason text NOT NULL)"
     )
@@ -397,7 +405,7 @@ def merge(job, *, digests, details, report, finish):
             cursor.execute(setting)
         # A temp table has no statistics until asked; only the columns the statements join and group on
         # (the other columns' statistics, the JSON ones above all, cost 0.34 s instead of 0.10 s per 188,644 rows).
-        cursor.execute("ANALYZE import_row (line, key, digest)")
+        cursor.execute(f"ANALYZE import_row ({', '.join(STATISTICS_COLUMNS)})")
         if job.mode in (ImportJob.ADD, ImportJob.UPSERT):
             screening = hygiene_import.screen(cursor, job)  # role, throwaway, no MX: flagged or skipped
             created, updated, skipped = subscribe(cursor, job, digests=digests, details=details)
