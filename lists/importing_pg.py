@@ -15,6 +15,7 @@ give the same results (tests/test_importing.py runs both on one file).
 import csv
 import io
 from contextlib import contextmanager
+from itertools import islice
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
@@ -62,17 +63,14 @@ class CopySource:
         return "".join(self._lines)
 
     def _fill(self, n):
-        append, digests = self._lines.append, self.digests
-        for _ in range(n):
-            row = next(self.rows, None)
-            if row is None:
-                self.exhausted = True
-                return
-            self.count += 1
-            line, email, name, time_zone, values = row
+        append, digests, count = self._lines.append, self.digests, 0
+        for line, email, name, time_zone, values in islice(self.rows, n):
+            count += 1
             digest = (erased_digest(email),) if digests else ()
             text = "\t".join((str(line), email, name, time_zone, *values, *digest))
             append((text.replace("\\", "\\\\") if "\\" in text else text) + "\n")
+        self.count += count
+        self.exhausted = count < n
 
 
 def _literal(text):
