@@ -1,6 +1,7 @@
 """The send journal (campaigns.journal): outcomes in Redis at once, in Postgres in sets, and
 what the reaper makes of a dead worker's journal. Real Postgres, Redis and SMTP."""
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -209,12 +210,54 @@ def test_a_journal_lost_by_redis_mid_batch_is_written_to_postgres_and_started_ag
     token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     ratelimit.redis_client().delete(journal.key(token))
-    # when
-    assert log.add(sent(rows[1])) is True
-    # then: both outcomes are in Postgres and the journal starts again with its header
+    assert log.add(sent(rows[1])) is True  # written with the replies off: nothing is known yet
+    # when: the batch flushes (every FLUSH_EVERY messages, once a second, at its end)
+    assert log.flush() is True
+    # then: it found the journal short, so both outcomes are in Postgres and the journal starts
+    # again with its header
     assert statuses(broadcast) == ["sent", "sent", "sending"]
     assert ratelimit.redis_client().lrange(journal.key(token), 0, -1) == [journal.HEADER]
+    assert log.add(sent(rows[2])) is True and log.close() is True
+    assert statuses(broadcast) == ["sent"] * 3
 
+
+def test_journal_entries_are_written_without_waiting_for_a_reply(started):
+    # given: a batch's journal on this process's channel
+    broadcast = started(3)
+    token, rows, log = open_batch(broadcast)
+    channel = journal._held[os.getpid()]
+    assert channel.quiet  # this Redis takes CLIENT REPLY OFF
+    # when
+    for row in rows:
+        assert log.add(sent(row)) is True
+    # then: the entries are in Redis, in order, and no reply waits unread on the connection
+    # (one left there would make a killed worker's connection end with a reset)
+    entries = ratelimit.redis_client().lrange(journal.key(token), 0, -1)
+    assert entries[0] == journal.HEADER
+    assert [journal.decode(e).pk for e in entries[1:]] == [row["pk"] for row in rows]
+    assert not channel.conn.can_read(timeout=0.2)
+    # and the check at the flush reads its own replies only
+    assert log.flush() is True and log.is_journaled
+    assert not channel.conn.can_read(timeout=0.2)
+    assert statuses(broadcast) == ["sent"] * 3
+
+
+def test_a_redis_that_refuses_client_reply_gets_a_round_trip_per_entry(started, monkeypatch):
+    # given: a server (a proxy, say) that refuses the command switching replies off
+    broadcast = started(2)
+    journal._held.clear()
+    monkeypatch.setattr(journal._Channel, "OFF", ("CLIENT", "REPLY", "REFUSED-HERE"))
+    token, rows, log = open_batch(broadcast)
+    channel = journal._held[os.getpid()]
+    # when
+    assert log.add(sent(rows[0])) is True
+    # then: the channel kept its replies, and the push was answered and checked at once
+    assert not channel.quiet
+    assert log.unchecked is False and log.length == 2
+    assert not channel.conn.can_read(timeout=0.2)
+    assert log.close() is True
+    assert statuses(broadcast)[0] == "sent"
+    journal._held.clear()
 
 def test_a_lost_lease_stops_the_batch_at_its_next_flush(started):
     # given: a worker stalled past its lease with an outcome in its journal, and the reaper ran
