@@ -202,12 +202,15 @@ def discard(token):
             pass  # it expires
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps(…, separators=…) makes one per call
+
+
 def encode(outcome):
-    return json.dumps([
+    return _ENCODER.encode([
         outcome.pk, outcome.status, outcome.at.isoformat(),
         outcome.next_attempt_at.isoformat() if outcome.next_attempt_at else None,
         outcome.backend_id, outcome.message_id, outcome.provider_id, outcome.response,
-    ], separators=(",", ":"))
+    ])
 
 
 def decode(raw):

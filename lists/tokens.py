@@ -45,9 +45,12 @@ def _salted_hmac(key_salt, value):
     return mac
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # what Signer's JSONSerializer writes, made once
+
+
 def _sign_object(payload, salt):
     """signing.Signer(salt=salt).sign_object(payload), for JSON payloads."""
-    value = signing.b64_encode(json.dumps(payload, separators=(",", ":")).encode("latin-1")).decode()
+    value = signing.b64_encode(_ENCODER.encode(payload).encode("latin-1")).decode()
     return f"{value}:{signing.b64_encode(_salted_hmac(salt + 'signer', value).digest()).decode()}"
 
 
