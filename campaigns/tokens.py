@@ -4,10 +4,13 @@ redirect, one-click unsubscribe.
 
 Every message carries several of these, so they must be cheap to make and
 short in the URL: the payload is a few integers (message id, link id …) as
-varints, followed by an HMAC-SHA256 truncated to 16 bytes, in URL-safe
-base64 without padding — about 30 characters. The HMAC key is derived from
-SECRET_KEY per purpose, so a click token is no unsubscribe token. Tokens do
-not expire: the endpoints behind them are idempotent, so a replay is harmless.
+varints, followed by a 16-byte MAC, in URL-safe base64 without padding —
+about 30 characters. The MAC is keyed BLAKE2b (one C call, a third of what
+HMAC-SHA256 costs here: nine tokens a message); its key is derived from
+SECRET_KEY per purpose, so a click token is no unsubscribe token. Tokens
+made before by HMAC-SHA256 truncated to 16 bytes, the same length, still
+verify: they sit in mail already delivered. Tokens do not expire: the
+endpoints behind them are idempotent, so a replay is harmless.
 """
 
 import base64
@@ -21,7 +24,8 @@ from django.conf import settings
 MAC_BYTES = 16
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]+\Z")
 _MAX_TOKEN = 200  # characters; a real token is about 30
-_macs = {}  # (secret key, purpose) → a keyed HMAC object to copy
+_keys = {}  # (secret key, purpose) → the BLAKE2b key
+_macs = {}  # (secret key, purpose) → a keyed HMAC object to copy (tokens made before BLAKE2b)
 
 
 class BadToken(ValueError):
@@ -31,7 +35,8 @@ class BadToken(ValueError):
 def sign(purpose, *values):
     """Return a token for the non-negative integers `values`, valid only for `purpose`."""
     payload = _encode(values)
-    return _b64(payload + _mac(purpose, payload))
+    key = _keys.get((settings.SECRET_KEY, purpose)) or _key(purpose)
+    return _b64(payload + hashlib.blake2b(payload, key=key, digest_size=MAC_BYTES).digest())
 
 
 def unsign(purpose, token):
@@ -45,19 +50,32 @@ def unsign(purpose, token):
     payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
     if len(raw) < MAC_BYTES or _b64(raw) != token:  # one spelling per token
         raise BadToken("malformed token")
-    if not hmac.compare_digest(mac, _mac(purpose, payload)):
+    made = hashlib.blake2b(payload, key=_key(purpose), digest_size=MAC_BYTES).digest()
+    if not hmac.compare_digest(mac, made) and not hmac.compare_digest(mac, _legacy_mac(purpose, payload)):
         raise BadToken("bad signature")
     return _decode(payload)
 
 
-def _mac(purpose, payload):
+def _derived(purpose, label):
+    if not purpose or not isinstance(purpose, str):
+        raise ValueError("A token purpose is a non-empty string.")
+    return hmac.new(settings.SECRET_KEY.encode(), label + purpose.encode(), hashlib.sha256).digest()
+
+
+def _key(purpose):
+    secret = settings.SECRET_KEY
+    key = _keys.get((secret, purpose))
+    if key is None:
+        key = _keys[(secret, purpose)] = _derived(purpose, b"autoresponder.campaigns.tokens.blake2b:")
+    return key
+
+
+def _legacy_mac(purpose, payload):
+    """The MAC of tokens made before BLAKE2b: HMAC-SHA256, truncated."""
     secret = settings.SECRET_KEY
     base = _macs.get((secret, purpose))
     if base is None:
-        if not purpose or not isinstance(purpose, str):
-            raise ValueError("A token purpose is a non-empty string.")
-        key = hmac.new(secret.encode(), b"autoresponder.campaigns.tokens:" + purpose.encode(),
-                       hashlib.sha256).digest()
+        key = _derived(purpose, b"autoresponder.campaigns.tokens:")
         base = _macs[(secret, purpose)] = hmac.new(key, digestmod=hashlib.sha256)
     mac = base.copy()
     mac.update(payload)

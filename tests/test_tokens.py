@@ -133,3 +133,36 @@ def test_the_preference_token_is_exactly_what_django_signing_makes(email, settin
         assert list_tokens.address_fingerprint(email) == fingerprint
         expected = signing.Signer(salt=list_tokens.PREFERENCES_SALT).sign_object({"s": 123456789, "a": fingerprint})
         assert list_tokens.preferences_token(Person) == expected
+
+
+def _made_by_hmac(purpose, payload, secret):
+    """A token as this module made them before BLAKE2b: HMAC-SHA256 under a per-purpose key, 16 bytes."""
+    import hashlib
+    import hmac
+
+    key = hmac.new(secret.encode(), b"autoresponder.campaigns.tokens:" + purpose.encode(), hashlib.sha256).digest()
+    mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+
+
+def test_a_token_made_before_blake2b_still_verifies_for_its_purpose_only(settings):
+    # given: an unsubscribe token in a mail delivered before the change (message 300, as varint)
+    old = _made_by_hmac("unsubscribe", bytes([0xAC, 0x02]), settings.SECRET_KEY)
+    # then: it still unsubscribes, and it is still no token for another purpose
+    assert tokens.unsign("unsubscribe", old) == (300,)
+    with pytest.raises(BadToken):
+        tokens.unsign("click", old)
+    # and the token made now differs, at the same length
+    new = tokens.sign("unsubscribe", 300)
+    assert new != old and len(new) == len(old)
+    assert tokens.unsign("unsubscribe", new) == (300,)
+
+
+def test_tokens_are_keyed_blake2b_under_a_per_purpose_key(settings):
+    import hashlib
+    import hmac
+
+    key = hmac.new(settings.SECRET_KEY.encode(), b"autoresponder.campaigns.tokens.blake2b:open", hashlib.sha256).digest()
+    payload = bytes([7])
+    expected = payload + hashlib.blake2b(payload, key=key, digest_size=16).digest()
+    assert tokens.sign("open", 7) == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
