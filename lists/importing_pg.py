@@ -180,11 +180,12 @@ def _defaults(model, given):
 
 def _known(cursor, job):
     """Match the staged rows to existing subscribers (import_known); skip blocklisted ones and, when
-    adding, those already on the list. Returns how many were skipped."""
+    adding, those already on the list. Returns (how many were skipped, how many matched)."""
     cursor.execute(
         f"CREATE TEMP TABLE import_known AS SELECT r.line, s.id AS subscriber_id, s.status FROM import_row r"
         f" JOIN {S} s ON lower(s.email) = r.key"
     )
+    matched = cursor.rowcount
     skipped = _move(cursor, "USING import_known k WHERE k.line = r.line AND k.status = %s",
                     [Subscriber.BLOCKLISTED], "blocklisted")
     if job.mode == ImportJob.ADD:
@@ -192,10 +193,10 @@ def _known(cursor, job):
             cursor, f"USING import_known k JOIN {M} m ON m.subscriber_id = k.subscriber_id AND m.mailing_list_id = %s"
             " WHERE k.line = r.line", [job.mailing_list_id], "already on the list",
         )
-    return skipped
+    return skipped, matched
 
 
-def _insert_new(cursor, job, details):
+def _insert_new(cursor, job, details, *, matched):
     """Create the subscribers not matched, then their subscriptions and tags; returns how many
     subscriptions were created.
 
@@ -210,12 +211,14 @@ def _insert_new(cursor, job, details):
     cursor.execute("CREATE TEMP TABLE import_new (subscriber_id bigint NOT NULL)")
     # COPY wrote import_row in file order, so a scan reads it in line order: ids and the
     # clock_timestamp() created_at ("newest first" stays an index walk after a bulk import) follow the file.
+    # When no row matched a subscriber (new people), the anti-join is left out: it found nothing for
+    # about 0.1 s of Postgres CPU per 1,000,000 rows (10.1 against 10.0 s for this statement).
+    unmatched = " WHERE NOT EXISTS (SELECT 1 FROM import_known k WHERE k.line = r.line)" if matched else ""
     cursor.execute(
         f"WITH new AS (INSERT INTO {S} (email, name, attributes, time_zone, status, created_at, updated_at"
         f"{''.join(', ' + c for c in extra)})"
         f" SELECT email, name, attributes, time_zone, %s, clock_timestamp(), clock_timestamp()"
-        f"{', %s' * len(extra)} FROM import_row r WHERE NOT EXISTS (SELECT 1 FROM import_known k WHERE k.line = r.line)"
-        " RETURNING id) INSERT INTO import_new SELECT id FROM new",
+        f"{', %s' * len(extra)} FROM import_row r{unmatched} RETURNING id) INSERT INTO import_new SELECT id FROM new",
         [Subscriber.ACTIVE, *values],
     )
     with _checked_by_construction(cursor, job):
@@ -338,9 +341,10 @@ def subscribe(cursor, job, *, digests, details):
 
 
 def _subscribe_known_and_new(cursor, job, details, skipped):
-    skipped += _known(cursor, job)
+    known_skipped, matched = _known(cursor, job)
+    skipped += known_skipped
     staged = _staged(cursor)
-    created = _insert_new(cursor, job, details)
+    created = _insert_new(cursor, job, details, matched=matched)
     if job.mode == ImportJob.UPSERT:
         _update_subscribers(cursor)
     created += _subscribe_known(cursor, job, details)
