@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Connection failures in a row after which a backend is skipped for BACKEND_REST.
 FAILOVER_AFTER = 3
 BACKEND_REST = timedelta(minutes=2)
+OK_WRITTEN_EVERY = timedelta(minutes=1)  # how stale a healthy backend's last_ok_at may get
 # A worker waits in-process for the rate limit up to this long; a longer wait
 # (a spent daily quota) hands the rows back to the queue with that delay.
 MAX_RATE_WAIT = 5.0
@@ -91,7 +92,15 @@ def backend_failed(backend, error):
 
 
 def backend_ok(backend):
-    Backend.objects.filter(pk=backend.pk).update(last_ok_at=timezone.now(), consecutive_failures=0, down_until=None)
+    """The backend answered: its failures are cleared. While all is well, `last_ok_at` is written at most
+    once a minute: rewriting the same row after every batch of every worker was a new row version per
+    batch, and the workers waited on each other's row lock for it."""
+    now = timezone.now()
+    Backend.objects.filter(
+        Q(consecutive_failures__gt=0) | Q(down_until__isnull=False) | Q(last_ok_at__isnull=True)
+        | Q(last_ok_at__lt=now - OK_WRITTEN_EVERY),
+        pk=backend.pk,
+    ).update(last_ok_at=now, consecutive_failures=0, down_until=None)
 
 
 # --- One batch -----------------------------------------------------------------------------
@@ -124,7 +133,9 @@ class Batch:
         self.warmup = warmup.Allowance(backend, broadcast.sender.from_email)  # today's share of the warm-up caps
         self.allowance = 0
         self.delays = backend.retry_delays()
-        self.lease_renewed = 0.0  # renewed before the first message: opening the connection may have taken long
+        # The claim set the lease just before: it is renewed a fifth of a lease from now (opening the
+        # connection may take that long), not at once (an UPDATE of every row of the batch).
+        self.lease_renewed = time.monotonic()
         self.next_check = time.monotonic() + STATUS_CHECK_EVERY
 
     def run(self, job):

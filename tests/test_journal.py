@@ -279,6 +279,7 @@ def test_a_batch_whose_lease_was_taken_sends_nothing_more(smtp_server, started, 
     token = journal.begin()
     rows = claimed(broadcast, token)
     batch = sending.Batch(broadcast, sending.pick_backend(broadcast), rows, token)
+    batch.lease_renewed -= LATER.total_seconds()  # the stall, on the worker's clock
     ledger.reap(now=timezone.now() + LATER)
     # when
     batch.run(sending.Job.for_broadcast(broadcast))
@@ -307,3 +308,21 @@ def test_a_second_reaper_at_the_same_time_leaves_the_dead_lease_to_the_first(sta
         other.close()
     # and reaps them once the other is done
     assert ledger.reap(now=timezone.now() + LATER) == (1, 1)
+
+
+def test_a_fresh_batch_does_not_renew_the_lease_its_claim_just_set(smtp_server, started):
+    # given: a batch just claimed
+    backend_for(smtp_server)
+    broadcast = started(3)
+    token = journal.begin()
+    rows = claimed(broadcast, token)
+    leased_until = set(broadcast.messages.values_list("lease_until", flat=True))
+    batch = sending.Batch(broadcast, sending.pick_backend(broadcast), rows, token)
+    # when: it sends its first message
+    assert batch._may_continue()
+    # then: the rows keep the claim's lease (renewing it is an UPDATE of every row of the batch)
+    assert set(broadcast.messages.values_list("lease_until", flat=True)) == leased_until
+    # but a batch that took a fifth of a lease to get going renews it
+    batch.lease_renewed -= sending.knob("SEND_LEASE_SECONDS") / 5 + 1
+    assert batch._may_continue()
+    assert set(broadcast.messages.values_list("lease_until", flat=True)) != leased_until

@@ -477,3 +477,23 @@ def test_a_template_dropping_the_footer_for_some_subscribers_fails_only_those(sm
     assert broadcast.messages.get(email="reader1@example.org").last_response.startswith(
         "Not sent: The message has no visible unsubscribe link."
     )
+
+
+def test_a_healthy_backend_has_last_ok_at_written_once_a_minute_and_failures_cleared_at_once(smtp_server):
+    # given: a backend that answered 10 s ago
+    backend = backend_for(smtp_server)
+    recently = timezone.now() - timedelta(seconds=10)
+    Backend.objects.filter(pk=backend.pk).update(last_ok_at=recently)
+    # when / then: another good batch leaves the row alone
+    sending.backend_ok(backend)
+    assert Backend.objects.get(pk=backend.pk).last_ok_at == recently
+    # but failures counted meanwhile (by another worker) are cleared at once
+    Backend.objects.filter(pk=backend.pk).update(consecutive_failures=2)
+    sending.backend_ok(backend)
+    row = Backend.objects.get(pk=backend.pk)
+    assert row.consecutive_failures == 0 and row.last_ok_at > recently
+    # and after a minute the time is written again
+    long_ago = timezone.now() - timedelta(minutes=2)
+    Backend.objects.filter(pk=backend.pk).update(last_ok_at=long_ago)
+    sending.backend_ok(backend)
+    assert Backend.objects.get(pk=backend.pk).last_ok_at > long_ago
