@@ -163,19 +163,23 @@ _LIMIT_MESSAGES = {
 }
 
 
+def _context(template, data, deadline):
+    context = _DeadlineContext(template, globals=template.make_globals(data))
+    context.deadline = deadline
+    return context
+
+
 def _render(template, data, part):
     if isinstance(template, str):  # no Liquid in it: nothing to do per message
         return template
     deadline = time.monotonic() + RENDER_TIME_LIMIT
-    context = _DeadlineContext(template, globals=template.make_globals(data))
-    context.deadline = deadline
     buffer = _DeadlineBuffer(deadline)
     steps = _steps_of(template)
     try:
         if steps is None:
-            template.render_with_context(context, buffer)
+            template.render_with_context(_context(template, data, deadline), buffer)
         else:
-            _run_steps(template, steps, data, context, buffer)
+            _run_steps(template, steps, data, deadline, buffer)
     except LiquidError as exc:
         message = _LIMIT_MESSAGES.get(type(exc), "The template is too demanding to render.")
         if not isinstance(exc, ResourceLimitError):
@@ -284,11 +288,12 @@ def _steps_of(template):
         return steps
 
 
-def _run_steps(template, steps, data, context, buffer):
+def _run_steps(template, steps, data, deadline, buffer):
     """What `template.render_with_context` does, with the compiled steps (see above). Text is
     gathered and written at once (a write per step was a tenth of the render); the buffer's
-    limits still see it before any node Liquid renders itself."""
-    parts = []
+    limits still see it before any node Liquid renders itself. Liquid's render context is made
+    only for the first node that needs it (a subject of text and outputs needs none)."""
+    parts, context = [], None
     for step in steps:
         if type(step) is str:
             parts.append(step)
@@ -305,6 +310,8 @@ def _run_steps(template, steps, data, context, buffer):
         if parts:
             buffer.write("".join(parts))
             parts = []
+        if context is None:
+            context = _context(template, data, deadline)
         try:
             step.render(context, buffer)
         except LiquidInterrupt as err:
