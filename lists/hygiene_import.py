@@ -70,17 +70,6 @@ def _classify_domains(domains, check_mx):
 # --- The Postgres import (lists.importing_pg) ------------------------------------------------------
 
 
-def staging_columns(email):
-    """The columns of lists.importing_pg's staging table that screen() reads, generated from the `email`
-    column as COPY writes the rows, while Postgres would otherwise wait for Python to read the next ones.
-
-    (The role test itself stays in screen(): in a generated column, `= ANY(array)` compares with each of
-    the ~80 role names in turn, 1.6 s per 1,000,000 rows, where a query's plan hashes the array.)"""
-    key = f"lower({email})"
-    return (f"domain text GENERATED ALWAYS AS ({DOMAIN_SQL.format(key)}) STORED",
-            f"role_key text GENERATED ALWAYS AS ({ROLE_KEY_SQL.format(key)}) STORED")
-
-
 def screen(cursor, job):
     """Before the merge: find the staged rows' flags (import_flag), skip them if the job says so.
 
@@ -88,21 +77,17 @@ def screen(cursor, job):
     (bounded by HYGIENE_MX_SECONDS) hold no lock. Returns a Screening.
     """
     cursor.execute("DROP TABLE IF EXISTS import_flag")
-    for column in staging_columns("email"):  # for a staging table without them (lists.bulk's)
-        cursor.execute(f"ALTER TABLE import_row ADD COLUMN IF NOT EXISTS {column}")
-    cursor.execute("SELECT DISTINCT domain FROM import_row")
+    cursor.execute(f"SELECT DISTINCT {DOMAIN_SQL.format('key')} FROM import_row")
     domains = [row[0] for row in cursor.fetchall()]
     disposable, no_mx, mail_domains = _classify_domains(domains, job.check_mx)
     # Measured on 1,000,000 staged rows with 20,000 domains (2 cores at load 10, so a quiet machine takes
     # about a third): 2.4 s for the domains above, 0.1 s to classify them, 2.7 s for this: 5 % of the
     # ~100 s such an import takes at that load (BENCHMARKS.md). Without the MX check no DNS is asked.
-    # With the domain and role key staged (staging_columns: 0.25 s more for the COPY, which waits for
-    # Python anyway), both statements cost 0.34 s of Postgres CPU for the 1,000,000 rows of bench-import,
-    # against 0.55-0.6 s computing them here.
     cursor.execute(
         "CREATE TEMP TABLE import_flag AS SELECT line, key, role, disposable, no_mx FROM"
-        " (SELECT line, key, role_key = ANY(%s) AS role, domain = ANY(%s) AS disposable,"
-        " domain = ANY(%s) AS no_mx FROM import_row) f WHERE role OR disposable OR no_mx",
+        f" (SELECT line, key, {ROLE_KEY_SQL.format('key')} = ANY(%s) AS role,"
+        f" {DOMAIN_SQL.format('key')} = ANY(%s) AS disposable, {DOMAIN_SQL.format('key')} = ANY(%s) AS no_mx"
+        " FROM import_row) f WHERE role OR disposable OR no_mx",
         [sorted(hygiene.ROLE_LOCAL_PARTS), disposable, no_mx],
     )
     screening = Screening(checked_mx=job.check_mx, mail_domains=mail_domains)

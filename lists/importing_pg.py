@@ -89,14 +89,13 @@ def _attributes_expression(keys):
 
 def _staging(cursor, keys):
     _drop_staging(cursor)
-    # `key`, `attributes` and the hygiene screen's columns are computed by Postgres as COPY writes, while
-    # Python reads the next rows; `key` with the lower() of the lower(email) unique index.
+    # `key` and `attributes` are computed by Postgres as COPY writes, while Python reads the next rows;
+    # `key` with the lower() of the lower(email) unique index.
     cursor.execute(
         "CREATE TEMP TABLE import_row (line integer NOT NULL, email text NOT NULL, name text NOT NULL,"
         f" time_zone text NOT NULL{''.join(f', a{n} text' for n in range(len(keys)))}, digest text,"
         " key text GENERATED ALWAYS AS (lower(email)) STORED,"
-        f" attributes jsonb GENERATED ALWAYS AS ({_attributes_expression(keys)}) STORED,"
-        f" {', '.join(hygiene_import.staging_columns('email'))})"
+        f" attributes jsonb GENERATED ALWAYS AS ({_attributes_expression(keys)}) STORED)"
     )
     # The merge's plans need the row count and how unique lines and keys are, which a sample of 3,000 rows
     # tells as well as the default 30,000; ANALYZE sorts the sampled values, so merge()'s ANALYZE costs
