@@ -32,7 +32,8 @@ import css_inline  # noqa: E402
 import dkim as dkimpy  # noqa: E402
 from django.core import signing  # noqa: E402
 
-from campaigns import dkim, mime, rendering, textify, tokens  # noqa: E402
+from autoresponder import tokens  # noqa: E402
+from campaigns import dkim, mime, rendering, textify  # noqa: E402
 
 MESSAGES = 2000
 

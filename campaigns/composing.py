@@ -16,7 +16,9 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from . import dkim, inbound, mime, rendering, tokens
+from autoresponder import tokens
+
+from . import dkim, inbound, mime, rendering
 from .backends import Envelope
 from .domains import signers_for as domain_signers
 from .ledger import reconnecting

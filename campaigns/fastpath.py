@@ -22,7 +22,9 @@ from urllib.parse import urlsplit
 from django.db import DatabaseError, connection
 from django.utils.encoding import iri_to_uri
 
-from . import composing, events, tokens
+from autoresponder import tokens
+
+from . import composing, events
 from .models import Link
 
 log = logging.getLogger(__name__)

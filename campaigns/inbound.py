@@ -4,7 +4,7 @@ mailbox over IMAP or POP3.
 
 Every message we send over SMTP carries its own signed return path (VERP):
 `bounces+<token>@BOUNCE_DOMAIN`, where the token is the ledger id with an HMAC
-(campaigns.tokens), spelled in lower-case base32 because mail systems may change
+(autoresponder.tokens), spelled in lower-case base32 because mail systems may change
 the case of an address. A bounce is sent to that address, so it names its
 message even when the remote server quotes nothing of the original; a forged
 report without a valid token names nothing and changes nothing. The
@@ -35,7 +35,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.conf import settings
 
-from . import bounces, composing, events, policy, tokens
+from autoresponder import tokens
+
+from . import bounces, composing, events, policy
 from .models import Event
 
 log = logging.getLogger(__name__)

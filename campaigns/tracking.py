@@ -1,5 +1,5 @@
 """
-The public per-message endpoints, named by signed tokens (campaigns.tokens):
+The public per-message endpoints, named by signed tokens (autoresponder.tokens):
 
 - `/u/<token>`: unsubscribe. A POST is RFC 8058 one-click (mail apps post
   `List-Unsubscribe=One-Click` with no cookie and no CSRF token, so the view is
@@ -28,7 +28,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from autoresponder import ratelimit
 
-from . import composing, tokens
+from autoresponder import tokens
+
+from . import composing
 from .models import Link, Message
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,7 @@
 """
-Signed tokens for public URLs (django.core.signing, one salt per purpose).
+Signed tokens for public URLs, one salt or purpose each: confirmation links by
+django.core.signing (with a timestamp), preference links by
+autoresponder.tokens (compact: every mail carries one).
 
 A token carries the row id and a keyed fingerprint of the subscriber's address,
 never a bare id: changing or erasing the address invalidates every link sent to
@@ -9,15 +11,14 @@ retires them.
 """
 
 import hashlib
-import hmac
-import json
 from datetime import timedelta
-from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
-from django.utils.crypto import constant_time_compare
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from autoresponder import tokens as compact
 
 from .models import Subscriber, Subscription
 
@@ -31,32 +32,9 @@ class TokenError(Exception):
     """A token that is forged, expired or points at something gone; the message is for the visitor."""
 
 
-# Every mail carries a preference link, so its token is made once per message. These two
-# helpers give exactly what django.utils.crypto.salted_hmac and signing.Signer give (a test
-# holds them to it), with the derived key kept per process instead of hashed again per call.
-@lru_cache(maxsize=16)
-def _keyed_hmac(key_salt, secret):
-    return hmac.new(hashlib.sha256((key_salt + secret).encode()).digest(), digestmod=hashlib.sha256)
-
-
-def _salted_hmac(key_salt, value):
-    mac = _keyed_hmac(key_salt, settings.SECRET_KEY).copy()
-    mac.update(value.encode())
-    return mac
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # what Signer's JSONSerializer writes, made once
-
-
-def _sign_object(payload, salt):
-    """signing.Signer(salt=salt).sign_object(payload), for JSON payloads."""
-    value = signing.b64_encode(_ENCODER.encode(payload).encode("latin-1")).decode()
-    return f"{value}:{signing.b64_encode(_salted_hmac(salt + 'signer', value).digest()).decode()}"
-
-
 def address_fingerprint(email):
     """A short keyed hash of the lower-cased address; readable in the token, useless without SECRET_KEY."""
-    return _salted_hmac(FINGERPRINT_SALT, email.strip().lower()).hexdigest()[:16]
+    return salted_hmac(FINGERPRINT_SALT, email.strip().lower(), algorithm="sha256").hexdigest()[:16]
 
 
 def _absolute(path):
@@ -74,8 +52,17 @@ def confirm_url(subscription):
 
 
 def preferences_token(subscriber):
-    payload = {"s": subscriber.pk, "a": address_fingerprint(subscriber.email)}
-    return _sign_object(payload, PREFERENCES_SALT)
+    """The subscriber's id and a keyed 64-bit number of the address, signed compactly (autoresponder.tokens:
+    keyed BLAKE2b, about 40 characters). Every mail carries one: the JSON token of django.core.signing
+    this replaces cost a fifth of a message's tokens, and twice the length. Those still open the
+    preference centre (subscriber_from_preferences_token)."""
+    return compact.sign(PREFERENCES_SALT, subscriber.pk, _address_number(subscriber.email))
+
+
+def _address_number(email):
+    """A keyed 64-bit hash of the lower-cased address, as a number."""
+    digest = hashlib.blake2b(email.strip().lower().encode(), key=compact.key_for(FINGERPRINT_SALT), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
 
 
 def preferences_url(subscriber):
@@ -99,12 +86,24 @@ def subscription_from_confirm_token(token):
 
 def subscriber_from_preferences_token(token):
     """The Subscriber a preference-centre token names; raises TokenError when it is not valid."""
-    try:
-        payload = signing.Signer(salt=PREFERENCES_SALT).unsign_object(token)
-    except signing.BadSignature:
-        raise TokenError("This link is not valid. Use the link at the bottom of our most recent mail.")
-    subscriber = Subscriber.objects.filter(pk=_id(payload)).first()
-    if subscriber is None or not _same_address(payload, subscriber.email):
+    invalid = "This link is not valid. Use the link at the bottom of our most recent mail."
+    if ":" in token:  # django.core.signing, as preference links were made before the compact tokens
+        try:
+            payload = signing.Signer(salt=PREFERENCES_SALT).unsign_object(token)
+        except signing.BadSignature:
+            raise TokenError(invalid)
+        subscriber = Subscriber.objects.filter(pk=_id(payload)).first()
+        same = subscriber is not None and _same_address(payload, subscriber.email)
+    else:
+        try:
+            values = compact.unsign(PREFERENCES_SALT, token)
+        except compact.BadToken:
+            raise TokenError(invalid)
+        if len(values) != 2 or values[1] >= 1 << 64:
+            raise TokenError(invalid)
+        subscriber = Subscriber.objects.filter(pk=values[0]).first()
+        same = subscriber is not None and constant_time_compare(str(values[1]), str(_address_number(subscriber.email)))
+    if not same:
         raise TokenError("This link is no longer valid. Use the link at the bottom of our most recent mail.")
     return subscriber
 

@@ -8,7 +8,8 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import RequestFactory
 
-from campaigns import composing, events, stats, tokens
+from autoresponder import tokens
+from campaigns import composing, events, stats
 from campaigns.fastpath import TrackingFastPath
 from campaigns.models import Event, LinkStats, StatsBucket
 from tests.tracking_fixtures import (  # noqa: F401

@@ -3,8 +3,8 @@ import base64
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from campaigns import tokens
-from campaigns.tokens import BadToken
+from autoresponder import tokens
+from autoresponder.tokens import BadToken
 
 
 def test_sign_and_unsign_round_trip_the_integers():
@@ -117,22 +117,44 @@ def test_arbitrary_base64_never_raises_anything_but_bad_token(raw):
 
 
 @pytest.mark.parametrize("email", ["ada@example.org", " Zoë.Ünïcode@Example.ORG ", "x+tag@sub.example.co.uk"])
-def test_the_preference_token_is_exactly_what_django_signing_makes(email, settings):
-    from django.core import signing
+def test_the_address_fingerprint_is_django_salted_hmac(email, settings):
     from django.utils.crypto import salted_hmac
 
     from lists import tokens as list_tokens
 
-    class Person:
-        pk = 123456789
-
-    Person.email = email
     for secret in ("first-secret-key-" + "x" * 40, "second-secret-key-" + "y" * 40):
         settings.SECRET_KEY = secret
         fingerprint = salted_hmac(list_tokens.FINGERPRINT_SALT, email.strip().lower(), algorithm="sha256").hexdigest()[:16]
         assert list_tokens.address_fingerprint(email) == fingerprint
-        expected = signing.Signer(salt=list_tokens.PREFERENCES_SALT).sign_object({"s": 123456789, "a": fingerprint})
-        assert list_tokens.preferences_token(Person) == expected
+
+
+@pytest.mark.django_db
+def test_preference_tokens_are_compact_and_the_django_signed_ones_in_older_mail_still_work():
+    from django.core import signing
+
+    from lists import tokens as list_tokens
+    from tests.factories import SubscriberFactory
+
+    ada = SubscriberFactory(email="Ada@Example.org")
+    # given: the token mail carries now, and one made as before (django.core.signing)
+    new = list_tokens.preferences_token(ada)
+    old = signing.Signer(salt=list_tokens.PREFERENCES_SALT).sign_object(
+        {"s": ada.pk, "a": list_tokens.address_fingerprint(ada.email)})
+    # then: the new one is short and URL-safe, and both open Ada's preferences
+    assert len(new) <= 44 and ":" not in new and len(old) > 80
+    assert set(new) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert list_tokens.subscriber_from_preferences_token(new) == ada
+    assert list_tokens.subscriber_from_preferences_token(old) == ada
+    # a token of another purpose carrying the same numbers is refused
+    forged = tokens.sign("unsubscribe", *tokens.unsign(list_tokens.PREFERENCES_SALT, new))
+    with pytest.raises(list_tokens.TokenError):
+        list_tokens.subscriber_from_preferences_token(forged)
+    # and changing the address retires both
+    ada.email = "ada@elsewhere.example"
+    ada.save()
+    for token in (new, old):
+        with pytest.raises(list_tokens.TokenError, match="no longer valid"):
+            list_tokens.subscriber_from_preferences_token(token)
 
 
 def _made_by_hmac(purpose, payload, secret):

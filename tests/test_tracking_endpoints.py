@@ -3,7 +3,8 @@
 import pytest
 from django.utils import timezone
 
-from campaigns import composing, ledger, tokens
+from autoresponder import tokens
+from campaigns import composing, ledger
 from campaigns.models import Broadcast, Link
 from lists.models import Subscription
 from tests.factories import MailingListFactory

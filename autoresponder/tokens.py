@@ -1,6 +1,7 @@
 """
-Short signed tokens for the public per-message URLs: open pixel, click
-redirect, one-click unsubscribe.
+Short signed tokens for public URLs: a message's open pixel, click
+redirect and one-click unsubscribe, and a subscriber's preference centre
+(lists.tokens).
 
 Every message carries several of these, so they must be cheap to make and
 short in the URL: the payload is a few integers (message id, link id …) as
@@ -11,6 +12,9 @@ SECRET_KEY per purpose, so a click token is no unsubscribe token. Tokens
 made before by HMAC-SHA256 truncated to 16 bytes, the same length, still
 verify: they sit in mail already delivered. Tokens do not expire: the
 endpoints behind them are idempotent, so a replay is harmless.
+
+(This module was campaigns.tokens; the key labels keep that name, so the
+tokens it made still verify.)
 """
 
 import base64
@@ -35,7 +39,7 @@ class BadToken(ValueError):
 def sign(purpose, *values):
     """Return a token for the non-negative integers `values`, valid only for `purpose`."""
     payload = _encode(values)
-    key = _keys.get((settings.SECRET_KEY, purpose)) or _key(purpose)
+    key = _keys.get((settings.SECRET_KEY, purpose)) or key_for(purpose)
     return _b64(payload + hashlib.blake2b(payload, key=key, digest_size=MAC_BYTES).digest())
 
 
@@ -50,7 +54,7 @@ def unsign(purpose, token):
     payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
     if len(raw) < MAC_BYTES or _b64(raw) != token:  # one spelling per token
         raise BadToken("malformed token")
-    made = hashlib.blake2b(payload, key=_key(purpose), digest_size=MAC_BYTES).digest()
+    made = hashlib.blake2b(payload, key=key_for(purpose), digest_size=MAC_BYTES).digest()
     if not hmac.compare_digest(mac, made) and not hmac.compare_digest(mac, _legacy_mac(purpose, payload)):
         raise BadToken("bad signature")
     return _decode(payload)
@@ -62,7 +66,8 @@ def _derived(purpose, label):
     return hmac.new(settings.SECRET_KEY.encode(), label + purpose.encode(), hashlib.sha256).digest()
 
 
-def _key(purpose):
+def key_for(purpose):
+    """The 32-byte BLAKE2b key of `purpose`, derived from SECRET_KEY (kept per process)."""
     secret = settings.SECRET_KEY
     key = _keys.get((secret, purpose))
     if key is None:
