@@ -105,6 +105,9 @@ class _Channel:
 
     def __init__(self):
         self.conn = _client().connection_pool.make_connection()
+        # No PING before a command after an idle spell (health_check_interval in REDIS_URL): with the
+        # replies off its PONG would never come, and the command would wait for the socket timeout.
+        self.conn.health_check_interval = 0
         self.conn.connect()
         self.quiet = self._quieten()
 

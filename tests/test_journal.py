@@ -2,6 +2,7 @@
 what the reaper makes of a dead worker's journal. Real Postgres, Redis and SMTP."""
 
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -326,3 +327,29 @@ def test_a_fresh_batch_does_not_renew_the_lease_its_claim_just_set(smtp_server, 
     batch.lease_renewed -= sending.knob("SEND_LEASE_SECONDS") / 5 + 1
     assert batch._may_continue()
     assert set(broadcast.messages.values_list("lease_until", flat=True)) != leased_until
+
+
+def test_a_redis_url_asking_for_health_checks_does_not_stall_the_quiet_channel(started, settings):
+    # given: a client that would PING before any command (health_check_interval in REDIS_URL)
+    was = ratelimit._redis.get("client")
+    ratelimit._redis["client"] = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, health_check_interval=0.001)
+    journal._held.clear()
+    try:
+        broadcast = started(2)
+        token, rows, log = open_batch(broadcast)
+        # when: the entries go out after an idle moment
+        time.sleep(0.01)
+        began = time.monotonic()
+        for row in rows:
+            assert log.add(sent(row)) is True
+        assert log.close() is True
+        # then: no command waited for a PONG that replies-off would never send
+        assert time.monotonic() - began < 1
+        assert statuses(broadcast) == ["sent", "sent"]
+    finally:
+        journal._held.clear()
+        if was is None:
+            ratelimit._redis.pop("client", None)
+        else:
+            ratelimit._redis["client"] = was
