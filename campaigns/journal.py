@@ -32,13 +32,9 @@ The crash window stays one message per connection:
   any twice. A journal that cannot be read (Redis down) is waited for, up to
   LOST_AFTER past the lease; then the same.
 
-The flushes during a batch commit asynchronously (the batch's connection has
-`synchronous_commit` off while it sends): a worker does not wait for a disk
-sync every 50 messages, and a Postgres crash that undoes one leaves its
-outcomes in the journal, which the reaper applies. The journal is deleted only
-after a synchronous commit that follows the batch's last flush
-(ledger.make_durable): WAL is written in order, so that commit is on disk only
-once every earlier flush is.
+The flush is committed synchronously (the batch's connection keeps
+`synchronous_commit` on in journal mode): once a flush returns, a Postgres
+crash cannot undo it, and the journal is deleted only after the last one.
 """
 
 import json
@@ -265,7 +261,6 @@ class Journal:
         self.pending = []  # outcomes not in Postgres yet
         self.length = 1  # entries in the Redis list, the header included
         self.unchecked = False  # pushed with the replies off since the last check
-        self.written = False  # outcomes went to Postgres (maybe committed asynchronously)
         self.counts = Counter() if counts is None else counts  # recorded outcomes by status
 
     def add(self, outcome):
@@ -319,14 +314,10 @@ class Journal:
         return recorded
 
     def close(self):
-        """The rest to Postgres, on disk, then the journal is deleted (not when the write failed:
-        the reaper applies it)."""
-        from . import ledger
-
+        """The rest to Postgres, then the journal is deleted (not when the write failed: the
+        reaper applies it)."""
         recorded = self.flush()
         if self.is_journaled:
-            if self.written:
-                ledger.make_durable()  # the flushes may have committed asynchronously
             discard(self.token)
         return recorded
 
@@ -334,7 +325,6 @@ class Journal:
         from . import ledger
 
         recorded = ledger.record_many(outcomes, self.token)
-        self.written = True
         self.counts.update(recorded.values())
         return len(recorded) == len(outcomes)
 

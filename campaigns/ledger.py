@@ -293,18 +293,6 @@ def _prepare_record(cursor):
         _prepared_connections.add(raw)
 
 
-def make_durable():
-    """Return once every transaction committed before is on disk, whatever synchronous_commit
-    it had: a transaction with an id, committed synchronously, waits for the WAL to be flushed
-    up to its commit, and every earlier commit is before it. Outside a transaction, as a batch
-    ends (inside one, the barrier is that transaction's own commit)."""
-    if connection.vendor != "postgresql":
-        return
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO ON")
-        cursor.execute("SELECT txid_current()")
-
-
 @contextmanager
 def asynchronous_commit():
     """synchronous_commit off for this connection while a batch records its outcomes.

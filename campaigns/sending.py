@@ -11,6 +11,7 @@ rings one bell per free slot. Nothing waits in Celery for longer than a few
 seconds: a message due in an hour is a ledger row with `next_attempt_at`.
 """
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -155,10 +156,9 @@ class Batch:
             backend_ok(self.backend)
 
     def _commit_mode(self):
-        """Outcomes are committed asynchronously while the batch sends: a journaled batch's
-        flushes stay in its journal until Journal.close() has made them durable (see
-        campaigns.journal); one without a journal writes each outcome on its own."""
-        return ledger.asynchronous_commit()
+        """A journaled batch writes its outcomes in sets, each committed synchronously (see
+        campaigns.journal); one writing each outcome on its own does so with asynchronous commit."""
+        return ledger.asynchronous_commit() if not self.journal.is_journaled else contextlib.nullcontext()
 
     def _settle(self):
         """Whatever happened, leave no row of ours behind: a submitted message whose outcome

@@ -353,39 +353,3 @@ def test_a_redis_url_asking_for_health_checks_does_not_stall_the_quiet_channel(s
             ratelimit._redis.pop("client", None)
         else:
             ratelimit._redis["client"] = was
-
-
-@pytest.mark.django_db(transaction=True)  # commits as a batch's do: the barrier is a transaction of its own
-def test_the_journal_is_deleted_only_after_a_synchronous_commit_behind_every_flush(started):
-    from django.db import connection
-
-    from campaigns.ledger import asynchronous_commit
-
-    # given: a batch whose flushes commit asynchronously, as while it sends
-    broadcast = started(3)
-    token, rows, log = open_batch(broadcast)
-    seen = []
-
-    def watch(execute, sql, params, many, context):
-        if "txid_current" in sql:  # the barrier: the journal must still be there
-            seen.append(("barrier", ratelimit.redis_client().exists(journal.key(token))))
-        elif "UPDATE campaigns_message m SET status = o.status" in sql:
-            seen.append(("flush", None))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(watch):
-        with asynchronous_commit():
-            for row in rows:
-                assert log.add(sent(row)) is True
-            assert log.flush() is True
-        # when
-        assert log.close() is True
-    # then: flushed, made durable with the journal still in Redis, and only then deleted
-    assert seen == [("flush", None), ("barrier", 1)]
-    assert not ratelimit.redis_client().exists(journal.key(token))
-    assert statuses(broadcast) == ["sent"] * 3
-    # and the barrier's synchronous commit did not outlive its transaction
-    with asynchronous_commit(), connection.cursor() as cursor:
-        ledger.make_durable()
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "off"
