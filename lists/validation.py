@@ -87,13 +87,14 @@ def clean_tag(value):
 
 
 @lru_cache(maxsize=1)
-def _time_zones():
+def time_zone_names():
+    """The IANA time zone names clean_time_zone accepts (read once per process)."""
     return frozenset(zoneinfo.available_timezones())
 
 
 def clean_time_zone(value):
     value = _text("time_zone", value, max_length=64, label="time zone")
-    if value and value not in _time_zones():
+    if value and value not in time_zone_names():
         raise InvalidSubscriber("time_zone", f"Unknown time zone {value!r}; use a name such as Europe/Berlin or UTC.")
     return value
 
