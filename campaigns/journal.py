@@ -4,7 +4,8 @@ A batch's outcomes: journaled in Redis at once, written to Postgres in sets.
 Writing each message's outcome to Postgres as it happens cost a transaction per
 message (~0.3 ms of Postgres CPU: the round trip, the WAL, the ledger row's
 partial indexes). Instead, each outcome goes at once into the lease's journal,
-a Redis list (one RPUSH, written without waiting for a reply: see _Channel), and the pending outcomes go to
+a Redis list (one RPUSH, written without waiting for a reply and corked in the kernel
+until the next check: see _Channel), and the pending outcomes go to
 Postgres in one set-based UPDATE every FLUSH_EVERY messages, once a second,
 before anything reads them (a policy pause) and at the end of the batch.
 
@@ -32,6 +33,13 @@ The crash window stays one message per connection:
   any twice. A journal that cannot be read (Redis down) is waited for, up to
   LOST_AFTER past the lease; then the same.
 
+Corking the pushes (_Channel._cork) adds one case: if the worker's *machine* fails (not the
+process: a killed worker's kernel still sends what it queued), the entries pushed since the
+last check (at most FLUSH_EVERY, or a second's worth) die with it, and the reaper then puts
+those accepted messages back in the queue: they go twice. A machine failure loses more than that
+anyway (Redis here runs without persistence); a process crash, the case the window is about,
+stays at one message per connection.
+
 The flush is committed synchronously (the batch's connection keeps
 `synchronous_commit` on in journal mode): once a flush returns, a Postgres
 crash cannot undo it, and the journal is deleted only after the last one.
@@ -40,6 +48,7 @@ crash cannot undo it, and the journal is deleted only after the last one.
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter, namedtuple
 from datetime import datetime, timedelta
@@ -110,6 +119,25 @@ class _Channel:
         self.conn.health_check_interval = 0
         self.conn.connect()
         self.quiet = self._quieten()
+        self.corked = self.quiet and self._cork(True)
+
+    def _cork(self, on):
+        """TCP_CORK (Linux) on a quiet channel: a push is a copy into the kernel's send queue,
+        and the queue goes to Redis in one segment at the next check (`call`), when it fills,
+        or after the kernel's 200 ms at the latest. Without it every push woke Redis: 13 us of
+        the worker's CPU and 17 us of Redis's a message, against 2 and 1.5 corked (measured
+        here, one push every ~0.4 ms). A worker killed with pushes still queued loses none:
+        closing the socket sends the queue before the FIN. What corking risks is the machine
+        itself failing: the queue, at most one flush of entries, dies with its kernel."""
+        sock = getattr(self.conn, "_sock", None)
+        option = getattr(socket, "TCP_CORK", None)
+        if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)  # 0 sends what is queued
+        except OSError:
+            return False
+        return True
 
     def _quieten(self):
         import redis
@@ -136,6 +164,8 @@ class _Channel:
         import redis
 
         wrapped = [self.ON, *commands, self.OFF] if self.quiet else commands
+        if self.corked:
+            self._cork(False)  # the queued pushes go first, then these, at once
         self.conn.send_packed_command(self.conn.pack_commands(wrapped))
         replies, error = [], None
         for _ in range(len(commands) + (1 if self.quiet else 0)):  # every reply is read, errors too
@@ -144,9 +174,17 @@ class _Channel:
             except redis.ResponseError as exc:
                 replies.append(exc)
                 error = error or exc
+        if self.corked:
+            self._cork(True)
         if error is not None:
             raise error
         return replies[1:] if self.quiet else replies
+
+    def send_queued(self):
+        """Send the pushes the kernel holds (corked) now; the tests' stand-in for a worker's exit."""
+        if self.corked:
+            self._cork(False)
+            self._cork(True)
 
 
 def _on_channel(use):

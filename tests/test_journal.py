@@ -74,6 +74,18 @@ def journal_keys():
     return ratelimit.redis_client().keys("ar:journal:*")
 
 
+def pushes_sent():
+    """The corked pushes of this process's channel go to Redis now (as at a check, or after the
+    kernel's 200 ms): what another connection reads next includes them."""
+    journal._held[os.getpid()].send_queued()
+
+
+def worker_dies():
+    """This process's channel closes, as the kernel closes a killed worker's: queued pushes first."""
+    channel = journal._held.pop(os.getpid())
+    channel.conn.disconnect()
+
+
 def test_a_batch_journals_its_outcomes_and_leaves_no_journal_behind(smtp_server, started):
     # given
     backend_for(smtp_server)
@@ -103,8 +115,10 @@ def test_outcomes_wait_in_the_journal_until_a_flush(started):
     token, rows, log = open_batch(broadcast)
     # when: two outcomes are added
     assert log.add(sent(rows[0])) and log.add(sent(rows[1]))
-    # then: they are in Redis, not yet in Postgres; a flush writes both in one go
+    # then: they are in Redis (sent on from the kernel's queue), not yet in Postgres; a flush
+    # writes both in one go
     assert token.startswith(journal.PREFIX)
+    pushes_sent()
     assert len(ratelimit.redis_client().lrange(journal.key(token), 0, -1)) == 3  # the header and two outcomes
     assert statuses(broadcast) == ["sending"] * 5
     assert log.flush() is True
@@ -118,6 +132,7 @@ def test_a_dead_workers_journaled_outcomes_become_sent_and_only_the_in_flight_on
     token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
     log.add(sent(rows[1]))
+    worker_dies()
     # when: its lease expires and the reaper runs
     unknown, requeued = ledger.reap(now=timezone.now() + LATER)
     # then: the accepted two are sent (never sent again), the third is unknown, the last two go again
@@ -231,8 +246,12 @@ def test_journal_entries_are_written_without_waiting_for_a_reply(started):
     # when
     for row in rows:
         assert log.add(sent(row)) is True
-    # then: the entries are in Redis, in order, and no reply waits unread on the connection
+    # then: the entries wait corked in the kernel, not woken into Redis one by one
+    assert channel.corked
+    assert ratelimit.redis_client().lrange(journal.key(token), 0, -1) == [journal.HEADER]
+    # and once sent they are in Redis, in order, and no reply waits unread on the connection
     # (one left there would make a killed worker's connection end with a reset)
+    pushes_sent()
     entries = ratelimit.redis_client().lrange(journal.key(token), 0, -1)
     assert entries[0] == journal.HEADER
     assert [journal.decode(e).pk for e in entries[1:]] == [row["pk"] for row in rows]
@@ -265,6 +284,7 @@ def test_a_lost_lease_stops_the_batch_at_its_next_flush(started):
     broadcast = started(3)
     token, rows, log = open_batch(broadcast)
     log.add(sent(rows[0]))
+    time.sleep(0.3)  # the kernel sends a corked queue after 200 ms; a stall past a lease is minutes
     ledger.reap(now=timezone.now() + LATER)
     # when: the worker wakes up and flushes
     recorded = log.add(sent(rows[1])) and log.flush()
@@ -353,3 +373,38 @@ def test_a_redis_url_asking_for_health_checks_does_not_stall_the_quiet_channel(s
             ratelimit._redis.pop("client", None)
         else:
             ratelimit._redis["client"] = was
+
+
+_KILLED_WORKER = """
+import os, signal, sys
+import django
+django.setup()
+from campaigns import journal
+name = sys.argv[1]
+journal._open(name)
+channel = journal._held[os.getpid()]
+assert channel.quiet and channel.corked
+for n in range(5):
+    channel.push(name, str(n))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_worker_killed_with_corked_pushes_loses_none_of_them(settings):
+    # given: a worker process whose channel holds five pushes corked in the kernel
+    import subprocess
+    import sys
+
+    name = journal.key(journal.PREFIX + f"vm:{os.getpid()}:killed")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "autoresponder.settings", "REDIS_URL": settings.REDIS_URL}
+    # when: it is killed with SIGKILL right after the last push
+    done = subprocess.run([sys.executable, "-c", _KILLED_WORKER, name], env=env, cwd=settings.BASE_DIR,
+                          capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr.decode()
+    # then: the kernel sent the queue before closing the connection, and Redis applied all of it
+    live = ratelimit.redis_client()
+    deadline = time.monotonic() + 5
+    while live.llen(name) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live.lrange(name, 0, -1) == [journal.HEADER, b"0", b"1", b"2", b"3", b"4"]
+    live.delete(name)
