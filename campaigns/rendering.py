@@ -558,11 +558,10 @@ class _Links:
         self.done = {}
 
     def rewrite(self, url):
-        if url in self.skipped:
-            return url
-        if url not in self.done:
-            self.done[url] = self.rewrite_url(url)
-        return self.done[url]
+        new = self.done.get(url)
+        if new is None:
+            new = self.done[url] = url if url in self.skipped else self.rewrite_url(url)
+        return new
 
     def replace_href(self, match):
         written = match.group(2) if match.group(2) is not None else match.group(3)

@@ -489,14 +489,16 @@ def test_a_template_that_assigns_renders_through_liquid_itself():
 
 
 @hypothesis_settings(max_examples=1500, deadline=None)
-@given(st.text(alphabet="htps:/()a.\"' <>x\n", max_size=60))
+@given(st.text(alphabet="htpsHTPSſ:/()a.\"' <>x\n\t", max_size=60))
 def test_text_urls_are_found_exactly_as_the_reference_pattern_finds_them(text):
-    text = text.replace("ht", "http://").replace("hs", "https://")
+    text = text.replace("ht", "http://").replace("hs", "https://").replace("HT", "HTTP://").replace("Hſ", "httpſ://")
     expected = rendering._TEXT_URL.sub(lambda m: f"[{m.group()}]", text)
     assert rendering._text_urls(text, lambda url: f"[{url}]") == expected
 
 
-@pytest.mark.parametrize("text", ["https://) and http://a", "(see https://x.example/a_(b)c).", "https://", "x https://a)(b"])
+@pytest.mark.parametrize("text", ["https://) and http://a", "(see https://x.example/a_(b)c).", "https://", "x https://a)(b",
+                                  "https://)http://x", "xhttps://a", "HTTPS://A.example/B", "httpſ://x", "ttps://x",
+                                  ":// http://", "https://a.example/(x)/https://b)", "https:///"])
 def test_text_urls_edge_cases_match_the_reference_pattern(text):
     expected = rendering._TEXT_URL.sub(lambda m: f"[{m.group()}]", text)
     assert rendering._text_urls(text, lambda url: f"[{url}]") == expected
