@@ -328,6 +328,28 @@ def test_claim_skips_rows_of_another_lease(started):
     assert not {r["pk"] for r in first} & {r["pk"] for r in second}
 
 
+def test_claimed_rows_are_what_the_orm_reads_for_them(started):
+    # given: subscribers with every kind of field, one of them retried before
+    broadcast = started(3)
+    people = list(Subscriber.objects.filter(subscriptions__mailing_list__in=broadcast.lists.all()).order_by("pk"))
+    people[0].attributes = {"city": "Zürich", "n": [1, {"x": None}], "emoji": "✉"}
+    people[0].time_zone = "Europe/Zurich"
+    people[1].name = ""
+    people[1].attributes = {}
+    for person in people[:2]:
+        person.save()
+    earlier = timezone.now() - timedelta(hours=1)
+    Message.objects.filter(subscriber=people[2]).update(attempts=2, first_attempt_at=earlier)
+    # when
+    rows, skipped = ledger.claim(broadcast, limit=10, lease_seconds=60, token="t")
+    # then: the same dicts, values and types, as the ORM's values() gives
+    expected = list(Message.objects.filter(broadcast=broadcast).order_by("pk").values(*ledger.ROW_FIELDS))
+    assert skipped == 0 and rows == expected
+    assert rows[0]["subscriber__attributes"] == {"city": "Zürich", "n": [1, {"x": None}], "emoji": "✉"}
+    assert rows[2]["first_attempt_at"] == earlier and rows[2]["first_attempt_at"].utcoffset() == timedelta(0)
+    assert set(Message.objects.filter(broadcast=broadcast).values_list("status", "leased_by")) == {("sending", "t")}
+
+
 def test_unreachable_backend_fails_over_to_the_next_by_priority(smtp_server, started):
     from tests.smtp import free_port
 
