@@ -38,6 +38,7 @@ from liquid.exceptions import (
     StopRender,
 )
 from liquid.stringify import to_liquid_string
+from markupsafe import escape as _escape
 
 from . import textify
 from .shield import LIQUID, Shield, ShieldError, hide_in_html
@@ -223,6 +224,8 @@ class _FastOutput:
             obj = obj[key]
         for func, args, kwargs in self.filters:
             obj = func(obj, *args, **kwargs)
+        if type(obj) is str:  # what to_liquid_string does with a plain string, without its type checks
+            return _escape(obj) if self.autoescape else obj
         return to_liquid_string(obj, self.autoescape)
 
 
