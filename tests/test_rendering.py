@@ -457,6 +457,20 @@ FAST_PATH_TEMPLATES = [
     "{% if subscriber.attributes.ok %}yes {{ subscriber.first_name }}{% endif %} {{ 'lit' | upcase }}",
     "{{ subscriber.attributes.plan | split: 'o' | join: '-' }} {{ subscriber.name | truncate: 3 }}",
     "{{ subscriber.attributes.score | divided_by: 0 }}",
+    # `if` blocks of text and outputs take the fast path too; every kind of truth and falsehood
+    "{% if subscriber.attributes.ok %}[{{ subscriber.name }}]{% else %}no{% endif %}",
+    "{% if subscriber.attributes.none %}yes{% else %}none is false{% endif %}",
+    "{% if subscriber.attributes.missing %}yes{% else %}missing is false{% endif %}",
+    "{% if subscriber.attributes.zero %}0 is true{% endif %}{% if subscriber.attributes.emptystr %}'' is true{% endif %}",
+    "{% if subscriber.attributes.nothing %}[] is true{% endif %}{% if subscriber.attributes.off %}no{% endif %}",
+    "{% if subscriber.attributes.items %}{% if subscriber.attributes.plan %}{{ subscriber.attributes.plan | upcase }}"
+    "{% else %}x{% endif %}{% endif %}",
+    "{% if subscriber.email.deeper %}a{% else %}b{% endif %} {% if nothing.at.all %}a{% else %}b{% endif %}",
+    "{% if subscriber.attributes.items.size %}size{% endif %} {% if subscriber.attributes.items.first %}f{% endif %}",
+    "{% if subscriber.attributes.ok %}   {% endif %}|{% if subscriber.attributes.ok %} {% else %}  {% endif %}|",
+    "{% if subscriber.attributes.ok %}a{% elsif subscriber.name %}b{% endif %}",
+    "{% if subscriber.attributes.ok %}{{ subscriber.attributes.score | divided_by: 0 }}{% endif %}",
+    "{% if subscriber.attributes.ok %}{{ subscriber.attributes.items.first }}{% endif %}{% if subscriber %}s{% endif %}",
 ]
 
 
@@ -466,7 +480,7 @@ def test_the_fast_path_prints_exactly_what_liquid_prints(source, env):
     data = {
         "subscriber": {"first_name": "Zoë", "email": "zoe@example.com", "name": "<Zoë & \"Al\">",
                        "attributes": {"plan": "gold", "items": ["tea", "cake"], "score": 7, "ok": True,
-                                      "none": None}},
+                                      "none": None, "zero": 0, "emptystr": "", "nothing": [], "off": False}},
         "list": {"name": "News <weekly>"}, "sender": {"postal_address": "1 Road\nTown"},
     }
     template = env.from_string(source)
@@ -480,6 +494,17 @@ def test_the_fast_path_prints_exactly_what_liquid_prints(source, env):
     except rendering.TemplateError as exc:
         got = type(exc.__cause__)
     assert got == expected
+
+
+def test_an_if_of_text_and_outputs_takes_the_fast_path_and_others_render_through_liquid():
+    template = rendering.HTML_ENV.from_string(
+        "{% if subscriber.city %}Our {{ subscriber.city }} shop{% else %}Our shops{% endif %}"
+        "{% if subscriber.city %}a{% elsif subscriber.name %}b{% endif %}"
+        "{% if subscriber.city %}{% for x in subscriber.list %}{{ x }}{% endfor %}{% endif %}")
+    assert [type(step).__name__ for step in rendering._steps_of(template)] == ["_FastIf", "IfNode", "IfNode"]
+    assert rendering._render(template, {"subscriber": {"city": "Lyon & co", "list": [1]}}, "body") == (
+        "Our Lyon &amp; co shopa1")
+    assert rendering._render(template, {"subscriber": {"name": "Al"}}, "body") == "Our shopsb"
 
 
 def test_a_template_that_assigns_renders_through_liquid_itself():
