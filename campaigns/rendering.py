@@ -216,13 +216,9 @@ class _FastOutput:
 
     def value(self, data):
         """The output's text, or None when the path needs Liquid's own lookup."""
-        obj = data.get(self.root, _MISSING)
-        if obj is _MISSING:
+        obj = _lookup(data, self.root, self.keys)
+        if obj is _MISSING or obj is _UNDEFINED:  # Liquid's own render prints (or refuses) undefined
             return None
-        for key in self.keys:
-            if type(obj) is not dict or key not in obj:
-                return None
-            obj = obj[key]
         for func, args, kwargs in self.filters:
             obj = func(obj, *args, **kwargs)
         if type(obj) is str:  # what to_liquid_string does with a plain string, without its type checks
@@ -230,7 +226,31 @@ class _FastOutput:
         return to_liquid_string(obj, self.autoescape)
 
 
-_MISSING = object()
+_MISSING = object()  # _lookup: Liquid's own lookup must decide
+_UNDEFINED = object()  # _lookup: a dict on the path lacks the key (Liquid's undefined)
+
+
+def _plain_path(expression):
+    """(root, keys) of a path of plain names, which _lookup can follow in dicts, else None."""
+    if type(expression) is not Path or not all(type(s) is str for s in expression.path):
+        return None
+    root, *keys = expression.path
+    if any(key in _SPECIAL_KEYS for key in keys):
+        return None
+    return root, tuple(keys)
+
+
+def _lookup(data, root, keys):
+    """The value at root.keys… in plain dicts; _UNDEFINED where a dict lacks the key; _MISSING where
+    Liquid's own lookup must decide (no such root, or a value on the way that is not a dict)."""
+    obj = data.get(root, _MISSING)
+    for key in keys:
+        if type(obj) is not dict:
+            return _MISSING
+        obj = obj.get(key, _UNDEFINED)
+        if obj is _UNDEFINED:
+            return _UNDEFINED
+    return obj
 
 
 def _literal_args(arguments, env):
@@ -251,11 +271,8 @@ def _fast_output(node, env):
     if type(node) is not OutputNode or type(node.expression) is not FilteredExpression:
         return None
     expression = node.expression
-    path = expression.left
-    if type(path) is not Path or not all(type(s) is str for s in path.path):
-        return None
-    root, *keys = path.path
-    if any(key in _SPECIAL_KEYS for key in keys):
+    path = _plain_path(expression.left)
+    if path is None:
         return None
     filters = []
     for item in expression.filters or ():
@@ -265,7 +282,7 @@ def _fast_output(node, env):
             return None
         kwargs = dict(literal[1], **({"environment": env} if getattr(func, "with_environment", False) else {}))
         filters.append((func, literal[0], kwargs))
-    return _FastOutput(node, root, keys, filters, env.autoescape)
+    return _FastOutput(node, *path, filters, env.autoescape)
 
 
 class _FastIf:
@@ -282,16 +299,10 @@ class _FastIf:
 
     def branch(self, data):
         """The steps of the branch taken, or None when Liquid must decide."""
-        obj = data.get(self.root, _MISSING)
+        obj = _lookup(data, self.root, self.keys)
         if obj is _MISSING:
             return None
-        for key in self.keys:
-            if type(obj) is not dict:
-                return None
-            obj = obj.get(key, _MISSING)
-            if obj is _MISSING:  # Liquid's undefined: false
-                return self.otherwise
-        if obj is False or obj is None:
+        if obj is _UNDEFINED or obj is False or obj is None:
             return self.otherwise
         # Anything else is true, except an object with its own idea (__liquid__): Liquid decides.
         return self.then if type(obj) in _PLAIN_TYPES else None
@@ -315,16 +326,14 @@ def _fast_if(node, env):
     if type(node) is not IfNode or node.alternatives or node.blank:  # a blank block prints nothing
         return None
     condition = node.condition
-    if type(condition) is not BooleanExpression or type(condition.expression) is not Path:
-        return None
-    path = condition.expression.path
-    if not all(type(s) is str for s in path) or any(key in _SPECIAL_KEYS for key in path[1:]):
+    path = _plain_path(condition.expression) if type(condition) is BooleanExpression else None
+    if path is None:
         return None
     then = _block_steps(node.consequence, env)
     otherwise = _block_steps(node.default, env) if node.default is not None else []
     if then is None or otherwise is None:
         return None
-    return _FastIf(node, path[0], tuple(path[1:]), then, otherwise)
+    return _FastIf(node, *path, then, otherwise)
 
 
 def _compile_steps(template):
